@@ -1,0 +1,116 @@
+#!/usr/bin/env python
+"""Build the freezelab book (Jupyter Book 1.x, offline).
+
+    python book/build.py [--strict] [--notebooks DIR]
+
+1. Copies ``DIR/*.ipynb`` (default: the repository's ``notebooks/``) into
+   ``book/notebooks/`` (git-ignored), replacing what was there.
+2. Fails with a clear message if a notebook named in ``book/_toc.yml`` is missing.
+3. Runs ``jupyter-book build book`` (with ``-W -n --keep-going`` under ``--strict``:
+   every Sphinx warning is an error) and exits with its status.
+
+Notebooks are never executed: the book shows their stored outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BOOK = Path(__file__).resolve().parent
+REPO = BOOK.parent
+NOTEBOOK_PREFIX = "notebooks/"
+
+
+def toc_files(toc_path: Path) -> list[str]:
+    """Every ``file:`` entry (and the root) of a jb-book ``_toc.yml``, in order."""
+    import yaml  # shipped with jupyter-book
+
+    toc = yaml.safe_load(toc_path.read_text())
+    found: list[str] = [toc["root"]]
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                found.append(str(node["file"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk({k: v for k, v in toc.items() if k != "root"})
+    return found
+
+
+def toc_notebooks(book: Path = BOOK) -> list[str]:
+    """Stems of the notebooks the table of contents expects under ``notebooks/``."""
+    return [f[len(NOTEBOOK_PREFIX):] for f in toc_files(book / "_toc.yml") if f.startswith(NOTEBOOK_PREFIX)]
+
+
+def copy_notebooks(src: Path, book: Path = BOOK) -> list[Path]:
+    dest = book / "notebooks"
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    copied = []
+    for nb in sorted(src.glob("*.ipynb")):
+        target = dest / nb.name
+        shutil.copy2(nb, target)
+        copied.append(target)
+    return copied
+
+
+def jupyter_book_command() -> list[str]:
+    exe = Path(sys.executable).with_name("jupyter-book")
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-m", "jupyter_book"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--strict", action="store_true", help="treat every warning as an error (-W -n --keep-going)")
+    parser.add_argument("--notebooks", type=Path, default=REPO / "notebooks", help="folder of the chapter notebooks (default: repo notebooks/)")
+    parser.add_argument("--book", type=Path, default=BOOK, help=argparse.SUPPRESS)  # used by the tests (a copy of book/)
+    args = parser.parse_args(argv)
+
+    book = args.book.resolve()
+    src = args.notebooks.resolve()
+    if not src.is_dir():
+        print(f"error: notebooks folder not found: {src}", file=sys.stderr)
+        return 2
+
+    copied = copy_notebooks(src, book)
+    have = {p.stem for p in copied}
+    missing = [name for name in toc_notebooks(book) if name not in have]
+    if missing:
+        print(
+            f"error: {len(missing)} notebook(s) named in {book / '_toc.yml'} are missing from {src}:\n"
+            + "\n".join(f"  - {name}.ipynb" for name in missing),
+            file=sys.stderr,
+        )
+        return 1
+    print(f"copied {len(copied)} notebook(s) from {src} into {book / 'notebooks'}")
+
+    cmd = jupyter_book_command() + ["build", str(book)]
+    if args.strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    print("$ " + " ".join(cmd), flush=True)
+    start = time.perf_counter()
+    status = subprocess.call(cmd)
+    elapsed = time.perf_counter() - start
+    index = book / "_build" / "html" / "index.html"
+    if status == 0:
+        print(f"book built in {elapsed:.0f} s: open {index}")
+    else:
+        print(f"error: jupyter-book build failed with status {status} after {elapsed:.0f} s", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

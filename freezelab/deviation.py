@@ -1,0 +1,109 @@
+"""Step 2: the deviation d_0..d_L of each latent space from the target, read through a lens.
+
+Every lens first applies the final norm N, so that at l = L it reads exactly what the model says.
+- `logit`: cross-entropy of softmax(W N(h_l)) at y (nats); restricted to the label tokens by default.
+- `cosine`: 1 - cos(N(h_l), s_y), s_y the semantic basis of y (unitless, in [0, 2]).
+- `kl`: KL(p_L || p_l) (nats), label-free: distance to the model's own final prediction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .basis import semantic_basis
+from .errors import FreezelabError
+from .models import LoadedModel
+from .trace import Trace
+
+LENSES = ("logit", "cosine", "kl")
+
+
+@dataclass
+class Deviation:
+    """Per-example and mean deviation of the L+1 latent spaces."""
+
+    lens: str
+    restrict_to_labels: bool
+    per_example: np.ndarray  # (n, L+1)
+    mean: np.ndarray  # (L+1,)
+
+    @property
+    def sem(self) -> np.ndarray:
+        """(L+1,) standard error of the mean over examples."""
+        n = self.per_example.shape[0]
+        return self.per_example.std(0, ddof=1) / np.sqrt(n) if n > 1 else np.zeros_like(self.mean)
+
+    @property
+    def num_layers(self) -> int:
+        return self.mean.shape[0] - 1
+
+    def to_dict(self) -> dict:
+        return {"lens": self.lens, "restrict_to_labels": self.restrict_to_labels,
+                "mean": self.mean.tolist(), "sem": self.sem.tolist()}
+
+
+def normed(lm: LoadedModel, trace: Trace, chunk: int = 4096) -> torch.Tensor:
+    """N(h_l) for every example and latent space: (n, L+1, d) float32."""
+    h = trace.hidden.reshape(-1, trace.hidden.shape[-1])
+    norm = lm.final_norm
+    with torch.inference_mode():
+        out = [norm(part.to(lm.device, lm.dtype)).float().cpu() for part in h.split(chunk)]
+    return torch.cat(out).reshape(trace.hidden.shape)
+
+
+def lens_log_probs(lm: LoadedModel, hn: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """log softmax(W N(h)) over `rows` (or the whole vocabulary): (..., len(rows) or V)."""
+    with torch.inference_mode():
+        logits = lm.unembed(hn.to(lm.device), None if rows is None else rows.to(lm.device))
+        return F.log_softmax(logits.float(), -1).cpu()
+
+
+def deviation(trace: Trace, lm: LoadedModel, lens: str = "logit",
+              restrict_to_labels: bool = True) -> Deviation:
+    """d_l per example and on average, for l = 0..L (see the module docstring for each lens)."""
+    if lens not in LENSES:
+        raise FreezelabError(f"unknown lens '{lens}': choose one of {', '.join(LENSES)}")
+    restrict = restrict_to_labels and trace.label_ids is not None
+    hn = normed(lm, trace)
+    n, layers = hn.shape[:2]
+    if lens == "cosine":
+        s_y = semantic_basis(lm)[:, trace.targets].T  # (n, d)
+        values = 1 - F.cosine_similarity(hn, s_y[:, None, :], dim=-1)
+    else:
+        rows = trace.label_ids if restrict else None
+        # target column: the class index among the label rows, or the token id in the vocabulary
+        y = trace.labels if restrict else trace.targets
+        per_layer = []
+        final = lens_log_probs(lm, hn[:, -1], rows)
+        for l in range(layers):
+            logp = final if l == layers - 1 else lens_log_probs(lm, hn[:, l], rows)
+            if lens == "logit":
+                per_layer.append(-logp[torch.arange(n), y])
+            else:
+                per_layer.append((final.exp() * (final - logp)).sum(-1))
+        values = torch.stack(per_layer, 1)
+    per_example = values.double().numpy()
+    if not np.isfinite(per_example).all():
+        raise FreezelabError("the deviation has NaN or infinite values: check the model's dtype "
+                             "(try --dtype fp32) and the inputs")
+    return Deviation(lens, restrict, per_example, per_example.mean(0))
+
+
+def lens_top_tokens(lm: LoadedModel, trace: Trace, index: int, k: int = 5,
+                    restrict_to_labels: bool = False) -> tuple[list[list[str]], np.ndarray]:
+    """Top-k tokens of the logit lens for example `index` in every latent space.
+
+    Returns (tokens: L+1 lists of k strings, probs: (L+1, k)).
+    """
+    single = Trace(trace.hidden[index:index + 1], trace.targets[index:index + 1], trace.label_ids,
+                   None, 0.0)
+    rows = trace.label_ids if restrict_to_labels and trace.label_ids is not None else None
+    probs = lens_log_probs(lm, normed(lm, single)[0], rows).exp()
+    top = probs.topk(min(k, probs.shape[-1]), -1)
+    ids = top.indices if rows is None else rows[top.indices]
+    tokens = [[lm.tokenizer.decode([int(t)]) for t in layer] for layer in ids]
+    return tokens, top.values.numpy()

@@ -1,0 +1,213 @@
+"""Steps 5 and 7 of METHOD.md: where to cut (freeze blocks 1..k, train k+1..L) and what each cut buys."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FreezelabError
+from .gains import Gains
+
+RULES = ("argmax-excess", "argmax-raw", "budget")
+
+
+@dataclass(frozen=True)
+class CutPoint:
+    """Cut k: blocks 1..k frozen, k+1..L trained."""
+
+    cut: int
+    benefit: float  # predicted benefit, nats
+    benefit_ratio: float  # benefit / benefit of cut 0 (full fine-tuning)
+    cost_ratio: float  # step FLOPs / full fine-tuning
+    cost_ratio_cached: float  # same, with the frozen prefix's outputs cached
+
+
+@dataclass
+class Plan:
+    """Which blocks to freeze: 0-based `frozen` = 0..k*-1 and `trained` = k*..L-1 partition range(L)."""
+
+    num_layers: int
+    chosen_layer: int  # k*: the last frozen block, 1-based = number of frozen blocks
+    frozen: list[int]
+    trained: list[int]
+    rule: str
+    budget: float | None
+    predicted_benefit: float | None  # nats; None when the plan was made without gains
+    cost_ratio: float
+    cost_ratio_cached: float
+    curve: list[CutPoint]  # every cut k = 0..L-1 (empty without gains)
+    freeze_embeddings: bool = True
+    train_final_norm: bool = True
+    train_head: bool = False  # the LM head follows the embedding when tied
+    extras: dict = field(default_factory=dict)  # caller's metadata (model, dataset, lens, law, gains...)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Plan:
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [name for name in required if name not in d]
+        if missing:
+            raise FreezelabError(f"a saved plan needs the keys {missing}; write plans with Plan.save")
+        known = {f.name for f in fields(cls)}
+        plan = cls(**{k: v for k, v in d.items() if k in known})
+        plan.curve = [CutPoint(**c) for c in plan.curve]
+        if sorted(plan.frozen + plan.trained) != list(range(plan.num_layers)):
+            raise FreezelabError(
+                f"a plan's frozen and trained blocks must partition range({plan.num_layers}); "
+                f"got frozen {plan.frozen}, trained {plan.trained}"
+            )
+        return plan
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the plan as JSON, atomically (temp file + rename); numpy values in `extras` become lists."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.to_dict(), f, indent=2, default=_to_json)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Plan:
+        try:
+            text = Path(path).read_text()
+        except FileNotFoundError:
+            raise FreezelabError(f"no plan at {path}; make one with plan(...) and Plan.save") from None
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise FreezelabError(f"{path} is not a plan JSON file ({e}); write plans with Plan.save") from None
+
+    @classmethod
+    def from_cut(cls, num_layers: int, k: int, rule: str = "manual", curve: list[CutPoint] | None = None) -> Plan:
+        """A plan that freezes blocks 1..k (e.g. full fine-tuning is k = 0, top-25% is k = L - L//4).
+
+        With `curve` (from `benefit_curve`) benefit and costs are read at cut k; without it the
+        benefit is None and the costs are those of equal-cost blocks without head (`default_cost_curve`).
+        """
+        if not 0 <= k < num_layers:
+            raise FreezelabError(
+                f"cut k = {k} is out of range for {num_layers} blocks: freeze k = 0..{num_layers - 1} blocks "
+                "(at least the last block must be trained)"
+            )
+        if curve and len(curve) != num_layers:
+            raise FreezelabError(f"curve has {len(curve)} cuts but the model has {num_layers} blocks; use plan(...).curve")
+        if curve:
+            point = curve[k]
+            benefit, ratio, ratio_cached = point.benefit, point.cost_ratio, point.cost_ratio_cached
+        else:
+            ratios, cached = default_cost_curve(num_layers)
+            benefit, ratio, ratio_cached = None, float(ratios[k]), float(cached[k])
+        return cls(
+            num_layers=num_layers,
+            chosen_layer=k,
+            frozen=list(range(k)),
+            trained=list(range(k, num_layers)),
+            rule=rule,
+            budget=None,
+            predicted_benefit=benefit,
+            cost_ratio=ratio,
+            cost_ratio_cached=ratio_cached,
+            curve=list(curve or []),
+        )
+
+
+def _to_json(o):
+    """JSON fallback for numpy arrays and scalars."""
+    if isinstance(o, (np.ndarray, np.generic)):
+        return o.tolist()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def default_cost_curve(num_layers: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cost ratios of cuts k = 0..L-1 for L equal-cost blocks and a free head: (L + 2(L-k)) / 3L and (L-k) / L."""
+    L = num_layers
+    k = np.arange(L)
+    return (L + 2 * (L - k)) / (3 * L), (L - k) / L
+
+
+def benefit_curve(gains: Gains, cost_curve: tuple[np.ndarray, np.ndarray] | None = None) -> list[CutPoint]:
+    """Predicted benefit and cost of every cut k = 0..L-1.
+
+    Benefit (our reconstruction of step 7): the shortfall the trainable suffix can still make up,
+    benefit(k) = sum_{l=k+1..L} max(0, -g_l) nats, i.e. how far the trained blocks fall short of the
+    generic law. benefit_ratio = benefit(k) / benefit(0) (1 everywhere when benefit(0) = 0).
+    `cost_curve` is (ratio, ratio_cached) of shape (L,) from `cost.cut_cost_curve`;
+    None means `default_cost_curve`.
+    """
+    L = gains.excess.size
+    ratio, cached = default_cost_curve(L) if cost_curve is None else map(np.asarray, cost_curve)
+    if ratio.shape != (L,) or cached.shape != (L,):
+        raise FreezelabError(
+            f"cost_curve must be two arrays of shape ({L},), one ratio per cut, got {ratio.shape} and "
+            f"{cached.shape}; build it with cost.cut_cost_curve on the same model"
+        )
+    shortfall = np.maximum(0.0, -gains.excess)
+    benefit = np.cumsum(shortfall[::-1])[::-1]
+    benefit_ratio = benefit / benefit[0] if benefit[0] > 0 else np.ones(L)
+    return [
+        CutPoint(int(k), float(benefit[k]), float(benefit_ratio[k]), float(ratio[k]), float(cached[k]))
+        for k in range(L)
+    ]
+
+
+def _deepest_argmax(values: np.ndarray) -> int:
+    """Index of the maximum, ties going to the largest index."""
+    return int(np.flatnonzero(values == values.max())[-1])
+
+
+def _choose_cut(gains: Gains, rule: str, budget: float | None, ratios: np.ndarray, benefit: np.ndarray) -> int:
+    L = gains.excess.size
+    if rule in ("argmax-excess", "argmax-raw"):
+        if L < 3:
+            raise FreezelabError(
+                f"the argmax rules choose among blocks 2..L-1 and need L >= 3, got L = {L}; "
+                "use rule='budget' or Plan.from_cut"
+            )
+        score = gains.excess if rule == "argmax-excess" else gains.observed
+        return 2 + _deepest_argmax(score[1 : L - 1])
+    fits = np.flatnonzero(ratios <= budget + 1e-12)
+    if fits.size == 0:
+        raise FreezelabError(
+            f"no cut fits the cost budget {budget}: the cheapest cut costs {ratios.min():.3f} of full "
+            "fine-tuning; raise the budget"
+        )
+    return int(fits[_deepest_argmax(benefit[fits])])
+
+
+def plan(
+    gains: Gains,
+    rule: str = "argmax-excess",
+    budget: float | None = None,
+    cost_curve: tuple[np.ndarray, np.ndarray] | None = None,
+    cached: bool = False,
+) -> Plan:
+    """Choose the cut k* from the gains (step 5) and report benefit and cost of every cut (step 7).
+
+    Rules: "argmax-excess" (paper rule) k* = argmax_{2 <= l <= L-1} g_l; "argmax-raw" the same on the
+    observed gains delta_l; "budget": among cuts whose cost ratio (cached ratio when `cached`) is at
+    most `budget` in (0, 1], the one with the highest predicted benefit. Ties go to the deeper cut.
+    """
+    if rule not in RULES:
+        raise FreezelabError(f"unknown rule {rule!r}; choose one of {RULES}")
+    if rule == "budget" and (budget is None or not 0 < budget <= 1):
+        raise FreezelabError(f"rule='budget' needs a cost budget in (0, 1] (a share of full fine-tuning), got {budget}")
+    if rule != "budget" and budget is not None:
+        raise FreezelabError(f"a budget only applies to rule='budget', not {rule!r}; drop it or set rule='budget'")
+    curve = benefit_curve(gains, cost_curve)
+    ratios = np.array([c.cost_ratio_cached if cached else c.cost_ratio for c in curve])
+    k = _choose_cut(gains, rule, budget, ratios, np.array([c.benefit for c in curve]))
+    chosen = Plan.from_cut(gains.excess.size, k, rule=rule, curve=curve)
+    chosen.budget = budget
+    return chosen
