@@ -76,10 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--strict", action="store_true", help="treat every warning as an error (-W -n --keep-going)")
     parser.add_argument("--notebooks", type=Path, default=REPO / "notebooks", help="folder of the chapter notebooks (default: repo notebooks/)")
-    parser.add_argument("--book", type=Path, default=BOOK, help=argparse.SUPPRESS)  # used by the tests (a copy of book/)
     args = parser.parse_args(argv)
 
-    book = args.book.resolve()
+    book = BOOK
     src = args.notebooks.resolve()
     if not src.is_dir():
         print(f"error: notebooks folder not found: {src}", file=sys.stderr)

@@ -72,7 +72,7 @@ def step_flops(
 def cost_ratios(
     block_flops: Sequence[float], head_flops: float, head_trained: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Cost ratio vs full fine-tuning of every cut k = 0..L-1 (blocks k+1..L trained): (ratio, ratio_cached), each (L,).
+    """(ratio, ratio_cached), each (L,): cost vs full fine-tuning of every cut k = 0..L-1 (blocks k+1..L trained).
 
     Full fine-tuning trains every block and the head, so cut 0 has ratio 1 when `head_trained`, and
     slightly less otherwise (the head's weight gradient is saved).

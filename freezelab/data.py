@@ -184,10 +184,8 @@ def load_task(
     elif prefix == "text" and rest:
         task = _load_text(Path(rest).expanduser())
     else:
-        hint = ""
-        if Path(spec).suffix.lower() in (".csv", ".jsonl", ".txt"):
-            kind = {".csv": "csv", ".jsonl": "jsonl", ".txt": "text"}[Path(spec).suffix.lower()]
-            hint = f" For a file, prefix its kind: {kind}:{spec}."
+        kind = {".csv": "csv", ".jsonl": "jsonl", ".txt": "text"}.get(Path(spec).suffix.lower())
+        hint = f" For a file, prefix its kind: {kind}:{spec}." if kind else ""
         names = ", ".join(d.name for d in list_datasets())
         raise FreezelabError(f"unknown data set {spec!r}; available: {names}.{hint}")
     if label_map:
@@ -327,7 +325,8 @@ def _check_template(template: str) -> None:
         template.format(text="x")
     except (KeyError, IndexError, ValueError) as e:
         raise FreezelabError(
-            f"template {template!r} is invalid ({e!r}): only {{text}} may appear in braces; write literal braces as {{{{ }}}}"
+            f"template {template!r} is invalid ({e!r}): only {{text}} may appear in braces; "
+            "write literal braces doubled, as {{ and }}"
         ) from None
     if "{text}" not in template:
         raise FreezelabError(f"template {template!r} must contain {{text}}, e.g. 'Review: {{text}}\\nSentiment:'")
@@ -415,6 +414,9 @@ def _load_hf(name: str) -> Task:
 # --- user files --------------------------------------------------------------------------------
 
 
+_Rows = tuple[list[str], list[tuple[int, dict[str, Any]]]]  # columns, (line number, row) pairs
+
+
 def _read_utf8(path: Path) -> str:
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "not found"
@@ -433,7 +435,7 @@ def _read_utf8(path: Path) -> str:
     return text
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+def _read_csv(path: Path) -> _Rows:
     """Columns and (line number, row) pairs of a CSV file with a header row."""
     reader = csv.DictReader(io.StringIO(_read_utf8(path), newline=""))
     try:
@@ -443,7 +445,7 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     return list(reader.fieldnames or []), rows
 
 
-def _read_jsonl(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+def _read_jsonl(path: Path) -> _Rows:
     """Keys seen and (line number, record) pairs of a JSON-lines file."""
     columns: dict[str, None] = {}
     rows = []
@@ -463,9 +465,7 @@ def _read_jsonl(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]
     return list(columns), rows
 
 
-def _rows_to_task(
-    name: str, path: Path, table: tuple[list[str], list[tuple[int, dict[str, Any]]]], text_column: str, label_column: str
-) -> Task:
+def _rows_to_task(name: str, path: Path, table: _Rows, text_column: str, label_column: str) -> Task:
     columns, rows = table
     if not rows:
         raise FreezelabError(f"{path} has no data rows")

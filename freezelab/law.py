@@ -24,7 +24,8 @@ class LowFitWarning(UserWarning):
 
 def _as_curve(x) -> np.ndarray:
     """The mean deviation d_0..d_L (nats, shape (L+1,)) of a `Deviation` or of a plain array-like."""
-    d = np.asarray(getattr(x, "mean", x), dtype=float)
+    mean = getattr(x, "mean", x)
+    d = np.asarray(x if callable(mean) else mean, dtype=float)  # arrays and tensors have a .mean() method
     if d.ndim != 1:
         raise FreezelabError(
             f"a deviation trace must be 1-D with one value per latent space (L+1,), got shape {d.shape}; "

@@ -102,7 +102,9 @@ class Plan:
                 "(at least the last block must be trained)"
             )
         if curve and len(curve) != num_layers:
-            raise FreezelabError(f"curve has {len(curve)} cuts but the model has {num_layers} blocks; use plan(...).curve")
+            raise FreezelabError(
+                f"curve has {len(curve)} cuts but the model has {num_layers} blocks; pass plan(...).curve of this model"
+            )
         if curve:
             point = curve[k]
             benefit, ratio, ratio_cached = point.benefit, point.cost_ratio, point.cost_ratio_cached
@@ -202,9 +204,13 @@ def plan(
     if rule not in RULES:
         raise FreezelabError(f"unknown rule {rule!r}; choose one of {RULES}")
     if rule == "budget" and (budget is None or not 0 < budget <= 1):
-        raise FreezelabError(f"rule='budget' needs a cost budget in (0, 1] (a share of full fine-tuning), got {budget}")
+        raise FreezelabError(
+            f"rule='budget' needs a cost budget in (0, 1] (a share of full fine-tuning), got {budget}"
+        )
     if rule != "budget" and budget is not None:
-        raise FreezelabError(f"a budget only applies to rule='budget', not {rule!r}; drop it or set rule='budget'")
+        raise FreezelabError(
+            f"a budget only applies to rule='budget', not {rule!r}; drop it or set rule='budget'"
+        )
     curve = benefit_curve(gains, cost_curve)
     ratios = np.array([c.cost_ratio_cached if cached else c.cost_ratio for c in curve])
     k = _choose_cut(gains, rule, budget, ratios, np.array([c.benefit for c in curve]))

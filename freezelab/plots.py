@@ -35,7 +35,8 @@ def plot_deviation(deviation, law: Law | None = None, ax: Axes | None = None) ->
         ax.fill_between(l, d - se, d + se, alpha=0.25, label="± standard error")
     if law is not None:
         grid = np.linspace(law.first_layer, d.size - 1, 200)
-        label = f"law: {law.E:.2f} + {law.A:.2f}·(l+{law.offset:g})^-{law.alpha:.2f}, R² = {law.r2:.2f}"
+        depth = "l" if law.offset == 0 else f"(l+{law.offset:g})"
+        label = f"law: {law.E:.2f} + {law.A:.2f}·{depth}^-{law.alpha:.2f}, R² = {law.r2:.2f}"
         ax.plot(grid, law(grid), "--", label=label)
     ax.set(xlabel="latent space l", ylabel="deviation d_l (nats)")
     ax.legend()
@@ -80,13 +81,14 @@ def plot_benefit_cost(plan: Plan, ax: Axes | None = None) -> Figure:
     )
     if plan.budget is not None:
         ax.axvline(plan.budget, color="black", linestyle=":", label=f"budget {plan.budget:g}")
-    ax.set(xlabel="cost ratio vs full fine-tuning", ylabel="predicted benefit ratio", xlim=(0, 1.05), ylim=(0, 1.05))
+    ax.set(xlabel="cost ratio vs full fine-tuning", ylabel="predicted benefit ratio")
+    ax.set(xlim=(0, 1.05), ylim=(0, 1.05))
     ax.legend()
     return fig
 
 
 def plot_lens_heatmap(tokens: list[list[str]], probs: np.ndarray, ax: Axes | None = None) -> Figure:
-    """Top-k tokens of a lens at every latent space: `probs` (L+1, k) as colour, `tokens` (L+1 lists of k) as text."""
+    """Top-k tokens of a lens per latent space: `probs` (L+1, k) as colour, `tokens` (L+1 lists of k) as text."""
     probs = np.asarray(probs, dtype=float)
     if probs.ndim != 2 or [len(row) for row in tokens] != [probs.shape[1]] * probs.shape[0]:
         raise FreezelabError(

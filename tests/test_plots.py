@@ -1,0 +1,99 @@
+"""Each plot returns a Figure with the artists it promises (Agg backend, nothing shown)."""
+
+import types
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.collections import PolyCollection  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from freezelab.errors import FreezelabError  # noqa: E402
+from freezelab.gains import layer_gains  # noqa: E402
+from freezelab.law import fit_scaling_law  # noqa: E402
+from freezelab.plan import Plan, plan  # noqa: E402
+from freezelab.plots import plot_benefit_cost, plot_deviation, plot_gains, plot_lens_heatmap  # noqa: E402
+
+L = 8
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture
+def deviation():
+    rng = np.random.default_rng(0)
+    l = np.arange(L + 1)
+    per_example = 1 + 5 * (l + 1.0) ** -0.7 + rng.normal(0, 0.3, (20, L + 1))
+    return types.SimpleNamespace(lens="logit", mean=per_example.mean(axis=0), per_example=per_example)
+
+
+def legend_texts(ax):
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_plot_deviation_with_band_and_law(deviation):
+    law = fit_scaling_law(deviation)
+    fig = plot_deviation(deviation, law)
+    ax = fig.axes[0]
+    assert isinstance(fig, Figure)
+    assert len(ax.lines) == 2 and ax.lines[1].get_linestyle() == "--"
+    assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 1
+    assert any("R²" in t and f"{law.r2:.2f}" in t for t in legend_texts(ax))
+
+
+def test_plot_deviation_plain_array_on_given_axes():
+    fig, ax = plt.subplots()
+    assert plot_deviation(np.linspace(5, 1, L + 1), ax=ax) is fig
+    assert len(ax.lines) == 1 and not ax.collections
+
+
+def test_plot_gains_bars_and_cut(deviation):
+    gains = layer_gains(deviation, fit_scaling_law(deviation))
+    chosen = plan(gains)
+    fig = plot_gains(gains, chosen)
+    ax = fig.axes[0]
+    assert sum(len(c) for c in ax.containers) == 3 * L
+    assert any(f"k* = {chosen.chosen_layer}" in t for t in legend_texts(ax))
+    assert len(ax.patches) == 3 * L + 1  # bars + frozen region
+    assert sum(len(c) for c in plot_gains(gains).axes[0].containers) == 3 * L
+
+
+def test_plot_benefit_cost_marks_cut_and_budget(deviation):
+    gains = layer_gains(deviation, fit_scaling_law(deviation))
+    chosen = plan(gains, rule="budget", budget=0.7)
+    ax = plot_benefit_cost(chosen).axes[0]
+    curves = [line for line in ax.lines if len(line.get_xdata()) == L]
+    assert len(curves) == 2
+    assert any("budget" in t for t in legend_texts(ax))
+    star = ax.collections[0].get_offsets()
+    np.testing.assert_allclose(star[0], [chosen.cost_ratio, chosen.curve[chosen.chosen_layer].benefit_ratio])
+
+
+def test_plot_benefit_cost_needs_a_curve():
+    with pytest.raises(FreezelabError, match="curve"):
+        plot_benefit_cost(Plan.from_cut(L, 2))
+
+
+def test_plot_lens_heatmap_annotates_every_cell():
+    k = 3
+    tokens = [[f"t{l}_{j}" for j in range(k)] for l in range(L + 1)]
+    tokens[0][0] = "$x$"  # mathtext must not be parsed
+    probs = np.random.default_rng(0).dirichlet(np.ones(k), L + 1)
+    fig = plot_lens_heatmap(tokens, probs)
+    fig.canvas.draw()
+    texts = {t.get_text() for t in fig.axes[0].texts}
+    assert len(fig.axes[0].texts) == (L + 1) * k and "$x$" in texts and f"t{L}_2" in texts
+    assert fig.axes[0].images[0].get_array().shape == (L + 1, k)
+
+
+def test_plot_lens_heatmap_shape_mismatch_errors():
+    with pytest.raises(FreezelabError, match="one list of k strings"):
+        plot_lens_heatmap([["a", "b"]] * 3, np.ones((3, 3)) / 3)
