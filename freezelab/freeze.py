@@ -39,14 +39,20 @@ def check_plan(lm: LoadedModel, plan: Plan) -> None:
 def freeze(lm: LoadedModel, plan: Plan) -> int:
     """Set requires_grad per `plan`; returns the number of trainable parameters.
 
-    Trained: the plan's blocks, the final norm (if `train_final_norm`) and the head (if
-    `train_head` and untied; a tied head follows the embeddings, which stay frozen).
+    Trained: the plan's blocks, the final norm (if `train_final_norm`), the embeddings (unless
+    `freeze_embeddings`) and the head (if `train_head` and untied; a tied head follows the
+    embeddings). A LoRA plan (`extras["lora"]`) trains only the adapter weights inside its blocks.
     """
     check_plan(lm, plan)
     lm.model.requires_grad_(False)
     blocks = lm.blocks
+    lora = bool(plan.extras.get("lora"))
     for i in plan.trained:
-        blocks[i].requires_grad_(True)
+        for name, p in blocks[i].named_parameters():
+            p.requires_grad_(not lora or "lora_" in name)
+    if not plan.freeze_embeddings:
+        for e in lm.embeddings:
+            e.requires_grad_(True)
     if plan.train_final_norm:
         lm.final_norm.requires_grad_(True)
     if plan.train_head and not lm.tied:

@@ -213,6 +213,9 @@ def _load_offline(entry: OfflineModel) -> tuple[nn.Module, Any]:
     """Load a packaged GGUF, converting it once to safetensors in the cache (later loads: < 2 s)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a 272-line weight-loading bar per load is noise
     converted = cache_dir() / "models" / entry.name
     if (converted / "config.json").exists():
         return (AutoModelForCausalLM.from_pretrained(converted, dtype=torch.float32),

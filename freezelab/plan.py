@@ -47,7 +47,9 @@ class Plan:
     extras: dict = field(default_factory=dict)  # caller's metadata (model, dataset, lens, law, gains...)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The plan's fields with `extras` merged in at the top level (the plan.json layout)."""
+        d = asdict(self)
+        return {**d.pop("extras"), **d}
 
     @classmethod
     def from_dict(cls, d: dict) -> Plan:
@@ -55,8 +57,9 @@ class Plan:
         missing = [name for name in required if name not in d]
         if missing:
             raise FreezelabError(f"a saved plan needs the keys {missing}; write plans with Plan.save")
-        known = {f.name for f in fields(cls)}
-        plan = cls(**{k: v for k, v in d.items() if k in known})
+        known = {f.name for f in fields(cls)} - {"extras"}
+        plan = cls(**{k: v for k, v in d.items() if k in known},
+                   extras={k: v for k, v in d.items() if k not in known})
         plan.curve = [CutPoint(**c) for c in plan.curve]
         if sorted(plan.frozen + plan.trained) != list(range(plan.num_layers)):
             raise FreezelabError(

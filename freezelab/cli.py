@@ -1,0 +1,202 @@
+"""The `freezelab` command line: models, datasets, info, plan, finetune, sweep, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .errors import FreezelabError
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2-135m", help="offline name, local folder or hub id")
+    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, ...")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, else fp32), fp32, bf16, fp16")
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="bbc-news",
+                   help="bbc-news, movie-polarity, hf:sst2, csv:PATH, jsonl:PATH, text:PATH")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--label-map", default=None,
+                   help="JSON object mapping label strings to single-token words")
+    p.add_argument("--template", default=None, help="prompt template containing {text}")
+    p.add_argument("--first-token", action="store_true",
+                   help="use the first token of label words that are several tokens")
+    p.add_argument("--max-length", type=int, default=256, help="prompt tokens kept (the last ones)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _load(args: argparse.Namespace):
+    """The model, the task and its seeded split from the common arguments."""
+    from .data import load_task, split
+    from .models import load_model
+
+    try:
+        label_map = json.loads(args.label_map) if args.label_map else None
+    except json.JSONDecodeError as e:
+        raise FreezelabError(f"--label-map is not valid JSON ({e})") from None
+    task = load_task(args.data, text_column=args.text_column, label_column=args.label_column,
+                     label_map=label_map, template=args.template, seed=args.seed)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype)
+    parts = split(task, seed=args.seed, n_calib=getattr(args, "n_calib", 64))
+    return lm, task, parts
+
+
+def _cmd_models(_args: argparse.Namespace) -> None:
+    from .models import list_models
+
+    for m in list_models():
+        print(f"{'*' if m.offline else ' '} {m.name:<34} {m.description}")
+    print("\n* loadable here without network")
+
+
+def _cmd_datasets(_args: argparse.Namespace) -> None:
+    from .data import list_datasets
+
+    for d in list_datasets():
+        print(f"{'*' if d.offline else ' '} {d.name:<16} {d.kind:<15} {d.description}")
+    print("\n* available here without network")
+
+
+def _cmd_info(args: argparse.Namespace) -> None:
+    lm, task, parts = _load(args)
+    print(lm.summary())
+    print(task.summary())
+    print(f"split (seed {args.seed}): {len(parts.train)} train, {len(parts.calib)} calibration, "
+          f"{len(parts.test)} test")
+
+
+def _cmd_plan(args: argparse.Namespace) -> None:
+    from . import report
+    from .planner import make_plan
+
+    if args.budget is not None and args.rule != "budget":
+        args.rule = "budget"
+    lm, task, parts = _load(args)
+    run = make_plan(lm, task, parts.calib, lens=args.lens, restrict_to_labels=not args.full_vocab,
+                    include_embedding=args.include_embedding, rule=args.rule, budget=args.budget,
+                    cached=args.cached, batch_size=args.batch_size, max_length=args.max_length,
+                    first_token=args.first_token, progress=not args.json)
+    if args.out:
+        report.write(run, lm, args.out)
+    if args.json:
+        print(json.dumps(run.plan.to_dict(), indent=2))
+        return
+    print(lm.summary())
+    print(task.summary())
+    print(report.table(run))
+    if args.out:
+        print(f"wrote {Path(args.out) / 'plan.json'}, report.md and figures")
+
+
+def _cmd_finetune(args: argparse.Namespace) -> None:
+    from .finetune import finetune
+    from .strategies import resolve
+
+    lm, task, parts = _load(args)
+    train = parts.train[: args.n_train] if args.n_train else parts.train
+    test = parts.test[: args.n_test] if args.n_test else parts.test
+    plan = resolve(args.plan, lm, task=task, calib=parts.calib, seed=args.seed, steps=args.steps,
+                   plan_path=args.plan_path)
+    result = finetune(lm, task, plan, train, test, steps=args.steps, lr=args.lr,
+                      batch_size=args.batch_size, seed=args.seed, cache_prefix=args.cache_prefix,
+                      max_length=args.max_length, out=args.out, resume=args.resume,
+                      strategy=args.plan, first_token=args.first_token)
+    print(json.dumps({k: v for k, v in result.to_dict().items() if k != "train_losses"}, indent=2))
+
+
+def _cmd_sweep(args: argparse.Namespace) -> None:
+    from .sweep import run_sweep
+
+    lm, task, parts = _load(args)
+    report = run_sweep(lm, task, parts, cuts=args.cuts, steps=args.steps, lr=args.lr,
+                       batch_size=args.batch_size, seed=args.seed, out=args.out,
+                       strategies=args.strategies.split(",") if args.strategies else (),
+                       n_train=args.n_train, n_test=args.n_test, max_length=args.max_length,
+                       first_token=args.first_token)
+    print(report)
+
+
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from .bench import main as bench_main
+
+    bench_main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="freezelab", description=(
+        "Semantic-aware layer freezing: decide where to fine-tune a language model."))
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("models", help="list models (offline ones marked)").set_defaults(func=_cmd_models)
+    sub.add_parser("datasets", help="list datasets").set_defaults(func=_cmd_datasets)
+
+    p = sub.add_parser("info", help="summarise a model and a task")
+    _model_args(p), _data_args(p)
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("plan", help="trace, deviation, law, gains: which blocks to freeze")
+    _model_args(p), _data_args(p)
+    p.add_argument("--n-calib", type=int, default=256, help="calibration examples (class-balanced)")
+    p.add_argument("--lens", default="logit", help="logit, cosine or kl")
+    p.add_argument("--full-vocab", action="store_true", help="do not restrict the lens to the labels")
+    p.add_argument("--include-embedding", action="store_true", help="fit the law from l = 0")
+    p.add_argument("--rule", default="argmax-excess", help="argmax-excess, argmax-raw or budget")
+    p.add_argument("--budget", type=float, default=None, help="cost ratio in (0, 1] (implies --rule budget)")
+    p.add_argument("--cached", action="store_true", help="the budget counts the cached cost ratio")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--out", default=None, help="folder for plan.json, report.md and figures")
+    p.add_argument("--json", action="store_true", help="print plan.json to stdout")
+    p.set_defaults(func=_cmd_plan)
+
+    def train_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--steps", type=int, default=100)
+        p.add_argument("--lr", type=float, default=1e-4)
+        p.add_argument("--batch-size", type=int, default=8)
+        p.add_argument("--n-train", type=int, default=None, help="use only the first N training examples")
+        p.add_argument("--n-test", type=int, default=256, help="held-out examples evaluated")
+        p.add_argument("--n-calib", type=int, default=64)
+        p.add_argument("--out", default=None)
+
+    p = sub.add_parser("finetune", help="fine-tune under a plan or a baseline strategy")
+    _model_args(p), _data_args(p), train_args(p)
+    p.add_argument("--plan", default="full", help=(
+        "runs/X/plan.json, full, top:K, top25, random, gradnorm:K, lisa:K[:P], lora, lora-plan"))
+    p.add_argument("--plan-path", default=None, help="plan.json for lora-plan")
+    p.add_argument("--cache-prefix", action="store_true", help="cache the frozen prefix's outputs")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser("sweep", help="oracle sweep: fine-tune each cut and compare with the plan")
+    _model_args(p), _data_args(p), train_args(p)
+    p.add_argument("--cuts", default="even:6", help="all or even:N")
+    p.add_argument("--strategies", default="full,top25,random,gradnorm:8,lisa:8,lora,lora-plan",
+                   help="baselines run next to the cuts (comma separated; empty for none)")
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("bench", help="time an optimizer step per strategy (see benchmarks/)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options of the step-cost benchmark")
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except FreezelabError as e:
+        print(f"freezelab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("freezelab: interrupted (checkpoints, if any, are saved: rerun with --resume)",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
