@@ -39,7 +39,7 @@ ARCHITECTURES: tuple[Architecture, ...] = (
                  ("embed_tokens",), "norm"),
     Architecture("gpt2", ("gpt2",), "transformer", "h", ("wte", "wpe"), "ln_f"),
     Architecture("gpt_neox", ("gpt_neox",), "gpt_neox", "layers", ("embed_in",),
-                 "final_layer_norm", head="embed_out"),
+                 "final_layer_norm"),
     Architecture("opt", ("opt",), "model.decoder", "layers", ("embed_tokens", "embed_positions"),
                  "final_layer_norm"),
 )

@@ -105,5 +105,10 @@ def lens_top_tokens(lm: LoadedModel, trace: Trace, index: int, k: int = 5,
     probs = lens_log_probs(lm, normed(lm, single)[0], rows).exp()
     top = probs.topk(min(k, probs.shape[-1]), -1)
     ids = top.indices if rows is None else rows[top.indices]
-    tokens = [[lm.tokenizer.decode([int(t)]) for t in layer] for layer in ids]
+    tokens = [[_visible(lm.tokenizer.decode([int(t)])) for t in layer] for layer in ids]
     return tokens, top.values.numpy()
+
+
+def _visible(token: str) -> str:
+    """Whitespace-only tokens drawn as escapes (newline) and open boxes (space)."""
+    return token.replace("\n", "\\n").replace(" ", "\u2423") if not token.strip() else token

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from .data import Example, Task
 from .encode import Batch, Encoded, batches, collate, encode
 from .errors import FreezelabError
-from .freeze import PrefixCache, cut_of, freeze, from_cache
+from .freeze import PrefixCache, check_plan, cut_of, freeze, from_cache
+from .lora import ensure_lora
 from .models import LoadedModel
 from .plan import Plan
 from .trace import run_backbone
@@ -128,12 +129,14 @@ def finetune(lm: LoadedModel, task: Task, plan: Plan | Schedule, train: Sequence
 
     With `out`, a checkpoint (`out/checkpoint.pt`) is written atomically every `save_every` steps
     and on Ctrl-C, and `result.json` at the end; `resume=True` continues from the checkpoint.
+    A LoRA plan (`plan.extras["lora"]`) gets its adapters injected into `lm` first.
     """
     if steps < 1:
         raise FreezelabError(f"steps must be at least 1, got {steps}")
     if lr <= 0:
         raise FreezelabError(f"the learning rate must be positive, got {lr}")
     plan_at: Schedule = plan if callable(plan) else (lambda _step: plan)
+    check_plan(lm, plan_at(0))  # a plan for another model fails before the data is encoded and evaluated
     enc_train = encode(lm.tokenizer, task, train, max_length, first_token)
     enc_test = encode(lm.tokenizer, task, test, max_length, first_token)
     if len(enc_train) < batch_size:
@@ -141,9 +144,11 @@ def finetune(lm: LoadedModel, task: Task, plan: Plan | Schedule, train: Sequence
     ckpt = Path(out) / "checkpoint.pt" if out is not None else None
     state = torch.load(ckpt) if resume and ckpt is not None and ckpt.exists() else None
     if resume and state is None:
-        raise FreezelabError(f"nothing to resume: no checkpoint at {ckpt}")
+        where = f"no checkpoint at {ckpt}" if ckpt else "pass out=, the folder of the interrupted run"
+        raise FreezelabError(f"nothing to resume: {where}")
 
     current = plan_at(0)
+    ensure_lora(lm, current)  # before resuming: the checkpoint holds adapter weights
     cache = None
     if cache_prefix and not callable(plan):
         k = cut_of(current)

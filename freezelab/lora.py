@@ -1,0 +1,78 @@
+"""LoRA inside the trained blocks of a plan (PEFT `layers_to_transform`): freezing decides *where*,
+LoRA *how*. Adapters are injected in place, so `lm.blocks` and every other path still resolve.
+
+peft is an optional extra (`pip install 'freezelab[peft]'`), imported only when a LoRA plan runs.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from .errors import FreezelabError
+from .freeze import check_plan
+from .models import LoadedModel
+from .plan import Plan
+
+# Attention and MLP projections adapted per architecture adapter (`lm.arch.name`).
+LORA_TARGETS: dict[str, tuple[str, ...]] = {
+    "llama": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "gemma3": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "gpt2": ("c_attn", "c_proj", "c_fc"),
+    "gpt_neox": ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"),
+    "opt": ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
+}
+
+
+def _peft() -> ModuleType:
+    try:
+        import peft
+    except ImportError:
+        raise FreezelabError("LoRA needs peft: pip install 'freezelab[peft]'") from None
+    return peft
+
+
+def lora_config_for(plan: Plan, lm: LoadedModel, r: int = 8, alpha: int = 16, dropout: float = 0.0) -> Any:
+    """A `peft.LoraConfig` adapting the attention and MLP projections of the plan's trained blocks only."""
+    check_plan(lm, plan)
+    if not plan.trained:
+        raise FreezelabError("a LoRA plan needs at least one trained block to put adapters in")
+    if r < 1:
+        raise FreezelabError(f"the LoRA rank r must be at least 1, got {r}")
+    peft = _peft()
+    return peft.LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none",
+        target_modules=list(LORA_TARGETS[lm.arch.name]),
+        layers_to_transform=sorted(plan.trained),
+        layers_pattern=lm.arch.blocks.rsplit(".", 1)[-1],
+        fan_in_fan_out=lm.arch.name == "gpt2",  # GPT-2 projections are Conv1D (weight d_in x d_out)
+    )
+
+
+def lora_blocks(lm: LoadedModel) -> list[int]:
+    """0-based indices of the blocks that hold LoRA adapters (empty before injection)."""
+    return [i for i, b in enumerate(lm.blocks) if any("lora_" in n for n, _ in b.named_parameters())]
+
+
+def inject_lora(lm: LoadedModel, plan: Plan, r: int = 8, alpha: int = 16) -> None:
+    """Add LoRA adapters (B = 0, so the model's outputs are unchanged) to the plan's trained blocks, in place."""
+    if lora_blocks(lm):
+        raise FreezelabError(f"'{lm.name}' already has LoRA adapters in blocks {lora_blocks(lm)}; "
+                             "reload the model to inject new ones")
+    _peft().inject_adapter_in_model(lora_config_for(plan, lm, r, alpha), lm.model)
+
+
+def ensure_lora(lm: LoadedModel, plan: Plan) -> None:
+    """Inject the adapters a LoRA plan (`plan.extras["lora"]` = {r, alpha}) asks for, unless present.
+
+    No-op for plans without LoRA; a FreezelabError when `lm` has adapters in other blocks than the plan trains.
+    """
+    settings = plan.extras.get("lora")
+    if not settings:
+        return
+    present = lora_blocks(lm)
+    if not present:
+        inject_lora(lm, plan, **settings)
+    elif present != sorted(plan.trained):
+        raise FreezelabError(f"'{lm.name}' has LoRA adapters in blocks {present} but the plan trains "
+                             f"{sorted(plan.trained)}; reload the model for this plan")

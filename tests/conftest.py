@@ -1,0 +1,33 @@
+"""Shared fixtures: the real offline model and data, loaded once per test session.
+
+The machine has no model or dataset hub: hub look-ups are switched off so that a test of the
+"unknown model" path fails fast instead of waiting on the network.
+"""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def smollm():
+    from freezelab.models import load_model
+
+    return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def bbc():
+    from freezelab.data import load_task
+
+    return load_task("bbc-news")
+
+
+@pytest.fixture(scope="session")
+def bbc_split(bbc):
+    from freezelab.data import split
+
+    return split(bbc, seed=0, n_calib=32)
