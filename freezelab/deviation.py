@@ -46,6 +46,11 @@ class Deviation:
                 "mean": self.mean.tolist(), "sem": self.sem.tolist()}
 
 
+def check_lens(lens: str) -> None:
+    if lens not in LENSES:
+        raise FreezelabError(f"unknown lens '{lens}': choose one of {', '.join(LENSES)}")
+
+
 def normed(lm: LoadedModel, trace: Trace, chunk: int = 4096) -> torch.Tensor:
     """N(h_l) for every example and latent space: (n, L+1, d) float32."""
     h = trace.hidden.reshape(-1, trace.hidden.shape[-1])
@@ -65,8 +70,7 @@ def lens_log_probs(lm: LoadedModel, hn: torch.Tensor, rows: torch.Tensor | None)
 def deviation(trace: Trace, lm: LoadedModel, lens: str = "logit",
               restrict_to_labels: bool = True) -> Deviation:
     """d_l per example and on average, for l = 0..L (see the module docstring for each lens)."""
-    if lens not in LENSES:
-        raise FreezelabError(f"unknown lens '{lens}': choose one of {', '.join(LENSES)}")
+    check_lens(lens)
     restrict = restrict_to_labels and trace.label_ids is not None
     hn = normed(lm, trace)
     n, layers = hn.shape[:2]

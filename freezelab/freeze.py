@@ -44,9 +44,12 @@ def freeze(lm: LoadedModel, plan: Plan) -> int:
     embeddings). A LoRA plan (`extras["lora"]`) trains only the adapter weights inside its blocks.
     """
     check_plan(lm, plan)
-    lm.model.requires_grad_(False)
     blocks = lm.blocks
     lora = bool(plan.extras.get("lora"))
+    if lora and not any("lora_" in n for i in plan.trained for n, _ in blocks[i].named_parameters()):
+        raise FreezelabError("the plan asks for LoRA but its trained blocks hold no adapters: "
+                             "call freezelab.lora.ensure_lora(lm, plan) first (finetune does)")
+    lm.model.requires_grad_(False)
     for i in plan.trained:
         for name, p in blocks[i].named_parameters():
             p.requires_grad_(not lora or "lora_" in name)

@@ -191,6 +191,20 @@ def _choose_cut(gains: Gains, rule: str, budget: float | None, ratios: np.ndarra
     return int(fits[_deepest_argmax(benefit[fits])])
 
 
+def check_rule(rule: str, budget: float | None) -> None:
+    """A FreezelabError unless `rule` is known and `budget` fits it (callers check before tracing)."""
+    if rule not in RULES:
+        raise FreezelabError(f"unknown rule {rule!r}; choose one of {RULES}")
+    if rule == "budget" and (budget is None or not 0 < budget <= 1):
+        raise FreezelabError(
+            f"rule='budget' needs a cost budget in (0, 1] (a share of full fine-tuning), got {budget}"
+        )
+    if rule != "budget" and budget is not None:
+        raise FreezelabError(
+            f"a budget only applies to rule='budget', not {rule!r}; drop it or set rule='budget'"
+        )
+
+
 def plan(
     gains: Gains,
     rule: str = "argmax-excess",
@@ -204,16 +218,7 @@ def plan(
     observed gains delta_l; "budget": among cuts whose cost ratio (cached ratio when `cached`) is at
     most `budget` in (0, 1], the one with the highest predicted benefit. Ties go to the deeper cut.
     """
-    if rule not in RULES:
-        raise FreezelabError(f"unknown rule {rule!r}; choose one of {RULES}")
-    if rule == "budget" and (budget is None or not 0 < budget <= 1):
-        raise FreezelabError(
-            f"rule='budget' needs a cost budget in (0, 1] (a share of full fine-tuning), got {budget}"
-        )
-    if rule != "budget" and budget is not None:
-        raise FreezelabError(
-            f"a budget only applies to rule='budget', not {rule!r}; drop it or set rule='budget'"
-        )
+    check_rule(rule, budget)
     curve = benefit_curve(gains, cost_curve)
     ratios = np.array([c.cost_ratio_cached if cached else c.cost_ratio for c in curve])
     k = _choose_cut(gains, rule, budget, ratios, np.array([c.benefit for c in curve]))

@@ -10,13 +10,13 @@ from typing import Sequence
 
 from .cost import Cost, cost, cut_cost_curve
 from .data import Example, Task
-from .deviation import Deviation, deviation
+from .deviation import Deviation, check_lens, deviation
 from .encode import encode
 from .errors import FreezelabError
 from .gains import Gains, layer_gains
 from .law import Law, LowFitWarning, fit_scaling_law
 from .models import LoadedModel
-from .plan import Plan, plan
+from .plan import Plan, check_rule, plan
 from .trace import Trace, trace_encoded
 
 TRAIN_BATCH = 8  # sequences per optimizer step assumed by the reported memory estimates
@@ -45,6 +45,8 @@ def make_plan(lm: LoadedModel, task: Task, calib: Sequence[Example], *, lens: st
     """Plan where to fine-tune `lm` for `task` from the calibration examples `calib`."""
     if not calib:
         raise FreezelabError("the calibration set is empty: give at least a few examples (--n-calib)")
+    check_lens(lens)
+    check_rule(rule, budget)
     start = time.perf_counter()
     enc = encode(lm.tokenizer, task, calib, max_length=max_length, first_token=first_token)
     tr = trace_encoded(lm, enc, batch_size=batch_size, progress=progress)

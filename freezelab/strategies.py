@@ -1,0 +1,271 @@
+"""The baselines of METHOD.md ("What works means") and saved plans as one registry of strategies.
+
+`resolve(spec, lm)` turns a spec such as `full`, `top:8`, `gradnorm:8`, `lisa:2:10`, `lora-plan` or
+`plan.json` into a `Plan`, or for LISA into a schedule (step -> Plan) that `finetune` follows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .cost import step_flops
+from .data import Example, Task
+from .encode import batches, encode
+from .errors import FreezelabError
+from .finetune import Schedule, batch_loss
+from .freeze import check_plan
+from .models import LoadedModel
+from .plan import Plan
+
+LORA_DEFAULTS = {"r": 8, "alpha": 16}
+LISA_PERIOD = 10  # steps between two draws of the trained blocks
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a strategy may read besides its argument."""
+
+    lm: LoadedModel
+    task: Task | None
+    calib: Sequence[Example] | None
+    plan_path: str | os.PathLike | None
+    seed: int
+    steps: int | None
+    max_length: int
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    usage: str  # the spec syntax, e.g. "top:K"
+    description: str
+    build: Callable[[Context, str], Plan | Schedule]  # (context, text after "name:")
+
+
+def subset_plan(num_layers: int, trained: Sequence[int], rule: str) -> Plan:
+    """A plan training any subset of blocks (not necessarily a suffix), costed with equal-cost blocks
+    and a free head like `plan.default_cost_curve`: backward runs down to the lowest trained block."""
+    trained = sorted(trained)
+    ones = np.ones(num_layers)
+    full, _ = step_flops(ones, 0.0, range(num_layers), True)
+    step, step_cached = step_flops(ones, 0.0, trained, False)
+    return Plan(num_layers=num_layers, chosen_layer=num_layers - len(trained),
+                frozen=[i for i in range(num_layers) if i not in trained], trained=trained, rule=rule,
+                budget=None, predicted_benefit=None, cost_ratio=step / full,
+                cost_ratio_cached=step_cached / full, curve=[])
+
+
+@dataclass
+class LisaSchedule:
+    """LISA-style sampling: every `period` steps, `k` of the `num_layers` blocks drawn uniformly.
+
+    The draw of period p is seeded by (seed, p), so any step's plan is known without replaying
+    earlier ones (exact resume). Within a period the same Plan object is returned.
+    """
+
+    num_layers: int
+    k: int
+    period: int = LISA_PERIOD
+    seed: int = 0
+    extras: dict = field(default_factory=dict)  # copied into every plan
+
+    def __post_init__(self) -> None:
+        self._last: tuple[int, Plan] | None = None
+
+    def __call__(self, step: int) -> Plan:
+        index = step // self.period
+        if self._last is None or self._last[0] != index:
+            rng = random.Random(self.seed * 1_000_003 + index)
+            plan = subset_plan(self.num_layers, rng.sample(range(self.num_layers), self.k), "lisa")
+            plan.extras = {**self.extras, "period_index": index}
+            self._last = (index, plan)
+        return self._last[1]
+
+
+def relative_grad_norms(lm: LoadedModel, task: Task, calib: Sequence[Example], max_length: int = 256,
+                        batch_size: int = 8) -> list[float]:
+    """||grad|| / ||weight|| of each block (L values, norms over all of a block's parameters) for the
+    mean task loss (`finetune.batch_loss`) over `calib`, with every parameter trainable.
+
+    The weights are untouched; requires_grad flags are restored and gradients cleared afterwards.
+    """
+    enc = encode(lm.tokenizer, task, calib, max_length)
+    params = list(lm.model.parameters())
+    flags = [p.requires_grad for p in params]
+    lm.model.zero_grad(set_to_none=True)
+    lm.model.requires_grad_(True)
+    try:
+        for batch in batches(enc, batch_size, lm.tokenizer.pad_token_id, lm.device):
+            loss, _ = batch_loss(lm, enc, batch)
+            (loss * len(batch.targets) / len(enc)).backward()
+        return [_relative_norm(block) for block in lm.blocks]
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+        lm.model.zero_grad(set_to_none=True)
+
+
+def _relative_norm(block: nn.Module) -> float:
+    grads = [p.grad.float().pow(2).sum() for p in block.parameters() if p.grad is not None]
+    weights = sum(p.detach().float().pow(2).sum() for p in block.parameters())
+    return float(torch.stack(grads).sum().sqrt() / weights.sqrt()) if grads else 0.0
+
+
+# --- argument parsing ---------------------------------------------------------------------------
+
+
+def _no_arg(name: str, arg: str) -> None:
+    if arg:
+        raise FreezelabError(f"strategy '{name}' takes no argument, got '{name}:{arg}'")
+
+
+def _count(name: str, arg: str, num_layers: int) -> int:
+    """K of `name:K`: a number of blocks in 1..L."""
+    try:
+        k = int(arg)
+    except ValueError:
+        raise FreezelabError(f"'{name}:K' needs a whole number of blocks K (e.g. {name}:4), got '{arg}'") from None
+    if not 1 <= k <= num_layers:
+        raise FreezelabError(f"{name}:{k}: K must be between 1 and {num_layers} (the model's number of blocks)")
+    return k
+
+
+def _load_plan(ctx: Context, path: str | os.PathLike | None, name: str) -> Plan:
+    if not path:
+        raise FreezelabError(f"strategy '{name}' needs a plan file: '{name}:PATH' or plan_path= (CLI: --plan)")
+    loaded = Plan.load(path)
+    check_plan(ctx.lm, loaded)
+    return loaded
+
+
+# --- the strategies ------------------------------------------------------------------------------
+
+
+def _full(ctx: Context, arg: str) -> Plan:
+    _no_arg("full", arg)
+    plan = Plan.from_cut(ctx.lm.num_layers, 0, rule="full")
+    plan.freeze_embeddings = False  # a tied head follows the embedding
+    plan.train_head = True
+    return plan
+
+
+def _top(ctx: Context, arg: str) -> Plan:
+    L = ctx.lm.num_layers
+    return Plan.from_cut(L, L - _count("top", arg, L), rule="top")
+
+
+def _top25(ctx: Context, arg: str) -> Plan:
+    _no_arg("top25", arg)
+    L = ctx.lm.num_layers
+    return Plan.from_cut(L, L - max(1, L // 4), rule="top25")
+
+
+def _random(ctx: Context, arg: str) -> Plan:
+    _no_arg("random", arg)
+    L = ctx.lm.num_layers
+    if L < 2:
+        raise FreezelabError("a random cut k in 1..L-1 needs at least 2 blocks")
+    return Plan.from_cut(L, random.Random(ctx.seed).randint(1, L - 1), rule="random")
+
+
+def _gradnorm(ctx: Context, arg: str) -> Plan:
+    k = _count("gradnorm", arg, ctx.lm.num_layers)
+    if ctx.task is None or not ctx.calib:
+        raise FreezelabError("'gradnorm:K' ranks blocks on a calibration batch: pass task= and calib= examples")
+    scores = relative_grad_norms(ctx.lm, ctx.task, ctx.calib, ctx.max_length)
+    top = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)[:k]
+    plan = subset_plan(ctx.lm.num_layers, top, "gradnorm")
+    plan.extras["relative_grad_norm"] = scores
+    return plan
+
+
+def _lisa(ctx: Context, arg: str) -> LisaSchedule:
+    k_text, _, p_text = arg.partition(":")
+    k = _count("lisa", k_text, ctx.lm.num_layers)
+    try:
+        period = int(p_text) if p_text else LISA_PERIOD
+    except ValueError:
+        raise FreezelabError(f"'lisa:K:P' needs a whole number of steps P, got '{p_text}'") from None
+    if period < 1:
+        raise FreezelabError(f"lisa:{k}:{period}: the period P must be at least 1 step")
+    if ctx.steps is not None and period >= ctx.steps:
+        raise FreezelabError(f"lisa:{k}:{period} draws new blocks every {period} steps, so a run of "
+                             f"{ctx.steps} steps never redraws: choose P < {ctx.steps}")
+    return LisaSchedule(ctx.lm.num_layers, k, period, ctx.seed)
+
+
+def _lora(ctx: Context, arg: str) -> Plan:
+    _no_arg("lora", arg)
+    plan = Plan.from_cut(ctx.lm.num_layers, 0, rule="lora")
+    plan.train_final_norm = False
+    plan.extras["lora"] = dict(LORA_DEFAULTS)
+    return plan
+
+
+def _lora_plan(ctx: Context, arg: str) -> Plan:
+    base = _load_plan(ctx, arg or ctx.plan_path, "lora-plan")
+    return dataclasses.replace(base, rule="lora-plan", train_final_norm=False,
+                               extras={**base.extras, "base_rule": base.rule, "lora": dict(LORA_DEFAULTS)})
+
+
+def _plan_file(ctx: Context, arg: str) -> Plan:
+    return _load_plan(ctx, arg, "plan")
+
+
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (
+        Strategy("full", "full", "every block, the embeddings, final norm and head trained", _full),
+        Strategy("top", "top:K", "the top K blocks (and final norm) trained", _top),
+        Strategy("top25", "top25", "the top 25% of blocks trained (\"What would Elsa do?\")", _top25),
+        Strategy("random", "random", "a random cut k in 1..L-1 (from the seed): blocks k+1..L trained", _random),
+        Strategy("gradnorm", "gradnorm:K",
+                 "the K blocks with the largest relative gradient norm ||grad||/||weight|| on the "
+                 "calibration set (AutoFreeze / Auto-RGN style; may be non-contiguous)", _gradnorm),
+        Strategy("lisa", "lisa:K[:P]",
+                 f"LISA-style: K random blocks trained, redrawn every P steps (default {LISA_PERIOD})", _lisa),
+        Strategy("lora", "lora", "LoRA adapters (r=8, alpha=16) in every block, base weights frozen", _lora),
+        Strategy("lora-plan", "lora-plan[:PATH]",
+                 "LoRA adapters only inside the trained blocks of a saved plan (PEFT layers_to_transform)",
+                 _lora_plan),
+        Strategy("plan", "plan:PATH or PATH.json", "a plan saved with Plan.save (e.g. by `freezelab plan`)",
+                 _plan_file),
+    )
+}
+
+
+def describe_strategies() -> list[tuple[str, str]]:
+    """(spec syntax, description) of every strategy, for help texts."""
+    return [(s.usage, s.description) for s in STRATEGIES.values()]
+
+
+def resolve(spec: str, lm: LoadedModel, *, task: Task | None = None, calib: Sequence[Example] | None = None,
+            plan_path: str | os.PathLike | None = None, seed: int = 0, steps: int | None = None,
+            max_length: int = 256) -> Plan | Schedule:
+    """The plan (or LISA schedule) that strategy `spec` prescribes for `lm`.
+
+    `task` and `calib` feed `gradnorm`; `plan_path` is the plan of `lora-plan`; `seed` drives
+    `random` and `lisa`; `steps` (the run's length) lets `lisa` check its period. Every plan is
+    checked against `lm` (a saved plan for a model of another depth fails here).
+    """
+    name, _, arg = spec.partition(":")
+    if name in STRATEGIES:
+        strategy = STRATEGIES[name]
+    elif spec.endswith(".json") or Path(spec).is_file():
+        strategy, arg = STRATEGIES["plan"], spec
+    else:
+        known = "; ".join(usage for usage, _ in describe_strategies())
+        raise FreezelabError(f"unknown strategy '{spec}'. Strategies: {known}")
+    ctx = Context(lm, task, calib, plan_path, seed, steps, max_length)
+    result = strategy.build(ctx, arg)
+    result.extras = {"model": lm.name, **result.extras, "strategy": spec}
+    return result
