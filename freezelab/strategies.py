@@ -6,10 +6,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -45,6 +44,8 @@ class Context:
 
 @dataclass(frozen=True)
 class Strategy:
+    """One entry of the registry: `name[:argument]` builds a plan or a schedule."""
+
     name: str
     usage: str  # the spec syntax, e.g. "top:K"
     description: str
@@ -191,8 +192,11 @@ def _gradnorm(ctx: Context, arg: str) -> Plan:
 def _lisa(ctx: Context, arg: str) -> LisaSchedule:
     k_text, _, p_text = arg.partition(":")
     k = _count("lisa", k_text, ctx.lm.num_layers)
+    if not p_text:  # default period; a run of at most LISA_PERIOD steps still redraws once
+        short = ctx.steps is not None and ctx.steps <= LISA_PERIOD
+        return LisaSchedule(ctx.lm.num_layers, k, max(1, ctx.steps // 2) if short else LISA_PERIOD, ctx.seed)
     try:
-        period = int(p_text) if p_text else LISA_PERIOD
+        period = int(p_text)
     except ValueError:
         raise FreezelabError(f"'lisa:K:P' needs a whole number of steps P, got '{p_text}'") from None
     if period < 1:
@@ -213,8 +217,8 @@ def _lora(ctx: Context, arg: str) -> Plan:
 
 def _lora_plan(ctx: Context, arg: str) -> Plan:
     base = _load_plan(ctx, arg or ctx.plan_path, "lora-plan")
-    return dataclasses.replace(base, rule="lora-plan", train_final_norm=False,
-                               extras={**base.extras, "base_rule": base.rule, "lora": dict(LORA_DEFAULTS)})
+    return replace(base, rule="lora-plan", train_final_norm=False,
+                   extras={**base.extras, "base_rule": base.rule, "lora": dict(LORA_DEFAULTS)})
 
 
 def _plan_file(ctx: Context, arg: str) -> Plan:
@@ -232,7 +236,8 @@ STRATEGIES: dict[str, Strategy] = {
                  "the K blocks with the largest relative gradient norm ||grad||/||weight|| on the "
                  "calibration set (AutoFreeze / Auto-RGN style; may be non-contiguous)", _gradnorm),
         Strategy("lisa", "lisa:K[:P]",
-                 f"LISA-style: K random blocks trained, redrawn every P steps (default {LISA_PERIOD})", _lisa),
+                 f"LISA-style: K random blocks trained, redrawn every P steps (default {LISA_PERIOD}, "
+                 "half the run if shorter)", _lisa),
         Strategy("lora", "lora", "LoRA adapters (r=8, alpha=16) in every block, base weights frozen", _lora),
         Strategy("lora-plan", "lora-plan[:PATH]",
                  "LoRA adapters only inside the trained blocks of a saved plan (PEFT layers_to_transform)",
@@ -254,7 +259,7 @@ def resolve(spec: str, lm: LoadedModel, *, task: Task | None = None, calib: Sequ
     """The plan (or LISA schedule) that strategy `spec` prescribes for `lm`.
 
     `task` and `calib` feed `gradnorm`; `plan_path` is the plan of `lora-plan`; `seed` drives
-    `random` and `lisa`; `steps` (the run's length) lets `lisa` check its period. Every plan is
+    `random` and `lisa`; `steps` (the run's length) sets and checks the period of `lisa`. Every plan is
     checked against `lm` (a saved plan for a model of another depth fails here).
     """
     name, _, arg = spec.partition(":")

@@ -85,7 +85,8 @@ def test_lisa_redraws_every_period_and_is_deterministic(tiny):
     assert [again(27).trained for _ in range(2)] == [plans[27].trained] * 2  # random access (resume)
     other = resolve("lisa:2:3", tiny, seed=2)
     assert [other(s).trained for s in range(0, 30, 3)] != [p.trained for p in firsts]
-    assert resolve("lisa:2", tiny).period == 10
+    assert resolve("lisa:2", tiny).period == resolve("lisa:2", tiny, steps=30).period == 10
+    assert resolve("lisa:2", tiny, steps=6).period == 3  # a short run still redraws
 
 
 def test_gradnorm_picks_the_k_blocks_with_largest_relative_gradient(tiny_text, bbc):
