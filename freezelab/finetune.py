@@ -123,12 +123,14 @@ def finetune(lm: LoadedModel, task: Task, plan: Plan | Schedule, train: Sequence
              test: Sequence[Example], steps: int = 100, lr: float = 1e-4, batch_size: int = 8,
              seed: int = 0, cache_prefix: bool = False, cache_dir: Path | None = None,
              max_length: int = 256, out: str | os.PathLike | None = None, resume: bool = False,
-             save_every: int = 50, strategy: str = "plan", first_token: bool = False,
+             save_every: int = 50, keep_checkpoint: bool = True, strategy: str = "plan", first_token: bool = False,
              progress: bool = True) -> RunResult:
     """Fine-tune `lm` in place for `steps` AdamW steps under `plan` (or a schedule of plans).
 
     With `out`, a checkpoint (`out/checkpoint.pt`) is written atomically every `save_every` steps
     and on Ctrl-C, and `result.json` at the end; `resume=True` continues from the checkpoint.
+    `keep_checkpoint=False` removes the checkpoint once the run is complete (sweeps: full
+    fine-tuning checkpoints weigh 12 bytes per parameter).
     A LoRA plan (`plan.extras["lora"]`) gets its adapters injected into `lm` first.
     """
     if steps < 1:
@@ -214,7 +216,10 @@ def finetune(lm: LoadedModel, task: Task, plan: Plan | Schedule, train: Sequence
     except KeyboardInterrupt:
         save(completed)  # nothing lost: resume continues after the last completed step
         raise
-    save(steps)
+    if keep_checkpoint:
+        save(steps)
+    elif ckpt is not None and ckpt.exists():
+        ckpt.unlink()  # the run is complete and result.json below holds what it measured
     lm.model.requires_grad_(False)
     loss_after, acc_after = evaluate(lm, enc_test)
     result = RunResult(strategy, trainable, lm.num_params, steps, elapsed, elapsed / steps,

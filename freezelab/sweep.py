@@ -105,7 +105,7 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "even:6", s
     L = lm.num_layers
     fresh = lambda: load_model(lm.name, device=str(lm.device), dtype=lm.dtype)  # noqa: E731
     common = dict(steps=steps, lr=lr, batch_size=batch_size, seed=seed, max_length=max_length,
-                  first_token=first_token, progress=progress)
+                  first_token=first_token, progress=progress, keep_checkpoint=False)
 
     results: list[CutResult] = []
     for k in parse_cuts(cuts, L, chosen.chosen_layer):

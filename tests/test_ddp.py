@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -42,6 +43,7 @@ def _run_ranks(out: Path, world: int = 2) -> list[dict]:
     return [torch.load(out / f"rank{rank}.pt") for rank in range(world)]
 
 
+@pytest.mark.slow  # two fresh Python processes importing torch and transformers
 def test_plan_under_ddp_on_two_cpu_processes(tmp_path):
     ranks = _run_ranks(tmp_path)
     names = ranks[0]["start"].keys()

@@ -1,5 +1,8 @@
 """Fine-tuning under a plan, on the real SmolLM2-135M with BBC News (a few steps) and tiny random models:
-freezing, truncated backward, prefix cache, resume, result files, LoRA, schedules and the HF Trainer."""
+freezing, truncated backward, prefix cache, resume, result files, LoRA, schedules and the HF Trainer.
+
+Tests marked slow load the real model (or its tokenizer); the HF Trainer tests use tiny random models.
+"""
 
 import importlib
 import json
@@ -88,6 +91,7 @@ def assert_same_training(run, reference) -> None:
 
 # ---- freezing and what a run reports -------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_frozen_weights_bit_identical_trained_weights_changed(baseline):
     checked = 0
     for n, p in baseline.lm.model.named_parameters():
@@ -100,6 +104,7 @@ def test_frozen_weights_bit_identical_trained_weights_changed(baseline):
     assert checked > 26 * 9  # embeddings and every tensor of the 26 frozen blocks
 
 
+@pytest.mark.slow
 def test_result_json_reports_cost_and_benefit(baseline):
     saved = json.loads((baseline.out / "result.json").read_text())
     assert RESULT_KEYS <= saved.keys()
@@ -113,6 +118,7 @@ def test_result_json_reports_cost_and_benefit(baseline):
     assert 0 <= r.acc_before <= 1 and 0 <= r.acc_after <= 1 and r.loss_after != r.loss_before
 
 
+@pytest.mark.slow
 def test_classification_logits_are_never_batch_by_length_by_vocab(baseline):
     assert len(baseline.calls) == 4 + 2  # 4 training steps, one test batch before and after
     for shape, rows in baseline.calls:
@@ -120,6 +126,7 @@ def test_classification_logits_are_never_batch_by_length_by_vocab(baseline):
         assert len(shape) == 2 and shape[1] == 576  # (B, d): the prediction position only
 
 
+@pytest.mark.slow
 def test_truncated_backward_gives_the_full_backward_gradients(smollm, bbc, data):
     lm = smollm
     enc = encode(lm.tokenizer, bbc, data.train[:4], RUN["max_length"])
@@ -157,6 +164,7 @@ def test_truncated_backward_gives_the_full_backward_gradients(smollm, bbc, data)
 
 # ---- prefix cache and resume ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_prefix_cache_matches_the_uncached_run(baseline, bbc, data, monkeypatch):
     caches = []
 
@@ -174,6 +182,7 @@ def test_prefix_cache_matches_the_uncached_run(baseline, bbc, data, monkeypatch)
     assert_same_training(types.SimpleNamespace(lm=lm, result=result), baseline)
 
 
+@pytest.mark.slow
 def test_resume_after_crash_and_interrupt_reproduces_the_uninterrupted_run(baseline, bbc, data, tmp_path,
                                                                              monkeypatch):
     plan = Plan.from_cut(L, CUT)
@@ -199,6 +208,7 @@ def test_resume_after_crash_and_interrupt_reproduces_the_uninterrupted_run(basel
 
 # ---- LoRA, schedules ------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_lora_plan_trains_only_adapters_inside_the_trained_blocks(bbc, data, tmp_path):
     Plan.from_cut(L, CUT).save(tmp_path / "plan.json")
     lm = load_model("smollm2-135m")
@@ -225,6 +235,7 @@ def tiny_text(smollm):
     return lm
 
 
+@pytest.mark.slow
 def test_lisa_schedule_trains_only_the_drawn_blocks(tiny_text, bbc, data):
     lm = tiny_text
     before = snapshot(lm)
@@ -288,6 +299,7 @@ def test_freeze_callback_needs_adapters_for_a_lora_plan(tmp_path):
 
 # ---- bad input ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_bad_input_raises_clear_errors(smollm, bbc, data, tmp_path):
     lm, plan = smollm, Plan.from_cut(L, CUT)
     args = (bbc, plan, data.train, data.test)

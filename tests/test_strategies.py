@@ -89,6 +89,7 @@ def test_lisa_redraws_every_period_and_is_deterministic(tiny):
     assert resolve("lisa:2", tiny, steps=6).period == 3  # a short run still redraws
 
 
+@pytest.mark.slow  # the SmolLM2 tokenizer comes with the real model
 def test_gradnorm_picks_the_k_blocks_with_largest_relative_gradient(tiny_text, bbc):
     lm, calib = tiny_text, bbc.examples[:6]
     before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
