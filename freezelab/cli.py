@@ -102,7 +102,7 @@ def _cmd_finetune(args: argparse.Namespace) -> None:
     train = parts.train[: args.n_train] if args.n_train else parts.train
     test = parts.test[: args.n_test] if args.n_test else parts.test
     plan = resolve(args.plan, lm, task=task, calib=parts.calib, seed=args.seed, steps=args.steps,
-                   plan_path=args.plan_path)
+                   plan_path=args.plan_path, max_length=args.max_length)
     result = finetune(lm, task, plan, train, test, steps=args.steps, lr=args.lr,
                       batch_size=args.batch_size, seed=args.seed, cache_prefix=args.cache_prefix,
                       max_length=args.max_length, out=args.out, resume=args.resume,

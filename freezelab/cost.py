@@ -52,7 +52,8 @@ def head_flops(lm_head: nn.Module, seq_len: int, label_rows: int | None = None) 
 
 
 def step_flops(
-    block_flops: Sequence[float], head_flops: float, trained: Iterable[int], head_trained: bool
+    block_flops: Sequence[float], head_flops: float, trained: Iterable[int], head_trained: bool,
+    weight_grads: bool = True,
 ) -> tuple[float, float]:
     """FLOPs of one training step on one sequence: (recomputing every block, reusing cached frozen prefix).
 
@@ -61,11 +62,13 @@ def step_flops(
     weight gradients for trained blocks, and for the head its input gradient (plus its weight
     gradient when `head_trained`). For a suffix k+1..L this is sum F + 2 * sum_{l>k} F_l + head;
     with the frozen prefix's outputs cached, the forward of blocks below m drops out.
+    `weight_grads=False` (LoRA): the trained blocks' base weights get no gradient; the adapters'
+    own FLOPs (rank r << d) are neglected.
     """
     F = np.asarray(block_flops, dtype=float)
     trained = sorted(set(trained))
     lowest = trained[0] if trained else F.size
-    backward = F[lowest:].sum() + F[trained].sum() + head_flops * (bool(trained) + head_trained)
+    backward = F[lowest:].sum() + weight_grads * F[trained].sum() + head_flops * (bool(trained) + head_trained)
     return float(F.sum() + head_flops + backward), float(F[lowest:].sum() + head_flops + backward)
 
 
@@ -121,6 +124,7 @@ class Cost:
 def cost(lm, plan, seq_len: int, batch: int, label_rows: int | None = None) -> Cost:
     """FLOPs and memory of training `plan` on the loaded model `lm`.
 
+    A LoRA plan (`plan.extras["lora"]`) trains the adapters instead of the blocks' weights.
     Trainable parameters: the trained blocks, the final norm (`plan.train_final_norm`), the
     embeddings (unless `plan.freeze_embeddings`) and the head (`plan.train_head`, untied heads only).
     Activation memory follows Korthikanti et al. (2022): seq_len * batch * h * (34 + 5 * a * seq_len / h)
@@ -128,12 +132,16 @@ def cost(lm, plan, seq_len: int, batch: int, label_rows: int | None = None) -> C
     """
     F, H = _model_flops(lm, seq_len, label_rows)
     full, _ = step_flops(F, H, range(len(F)), True)
-    step, step_cached = step_flops(F, H, plan.trained, _head_trained(lm, plan))
-    modules = [lm.blocks[i] for i in plan.trained]
+    lora = bool(plan.extras.get("lora"))
+    step, step_cached = step_flops(F, H, plan.trained, _head_trained(lm, plan), weight_grads=not lora)
+    modules = [] if lora else [lm.blocks[i] for i in plan.trained]
     modules += [lm.final_norm] if plan.train_final_norm else []
     modules += [] if plan.freeze_embeddings else list(lm.embeddings)
     modules += [lm.lm_head] if plan.train_head and not lm.tied else []
     trainable, total = _unique_numel(modules), _unique_numel([lm.model])
+    if lora:  # only the adapters inside the trained blocks (0 until they are injected)
+        trainable += sum(p.numel() for i in plan.trained
+                         for n, p in lm.blocks[i].named_parameters() if "lora_" in n)
     config = _text_config(lm.model.config)
     h, a = config.hidden_size, config.num_attention_heads
     dtype_bytes = next(lm.model.parameters()).element_size()

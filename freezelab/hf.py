@@ -58,7 +58,7 @@ class FreezeCallback(TrainerCallback):
                 raise FreezelabError("a schedule changes the trainable blocks during training, but DDP fixes "
                                      "them when it wraps the model: use one process or a fixed plan")
             return  # leave every parameter trainable so that the optimizer holds them all
-        pass
+        self._apply(model, 0)
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        model: nn.Module | None = None, **kwargs: Any) -> None:

@@ -7,12 +7,15 @@ peft is an optional extra (`pip install 'freezelab[peft]'`), imported only when 
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .errors import FreezelabError
 from .freeze import check_plan
 from .models import LoadedModel
 from .plan import Plan
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 # Attention and MLP projections adapted per architecture adapter (`lm.arch.name`).
 LORA_TARGETS: dict[str, tuple[str, ...]] = {
@@ -32,7 +35,7 @@ def _peft() -> ModuleType:
     return peft
 
 
-def lora_config_for(plan: Plan, lm: LoadedModel, r: int = 8, alpha: int = 16, dropout: float = 0.0) -> Any:
+def lora_config_for(plan: Plan, lm: LoadedModel, r: int = 8, alpha: int = 16, dropout: float = 0.0) -> LoraConfig:
     """A `peft.LoraConfig` adapting the attention and MLP projections of the plan's trained blocks only."""
     check_plan(lm, plan)
     if not plan.trained:

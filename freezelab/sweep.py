@@ -11,6 +11,7 @@ interrupted sweep loses at most the run in progress.
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -123,11 +124,13 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "even:6", s
         sweep.spearman = float(spearmanr([c.predicted_benefit for c in results], gains).statistic)
     sweep.regret = regret(results, chosen.chosen_layer)
 
-    plan_path = None if out is None else out / "plan.json"
+    plan_path = Path(tempfile.mkdtemp()) / "plan.json" if out is None else out / "plan.json"
+    if out is None:
+        chosen.save(plan_path)  # lora-plan reads the plan from a file
     for spec in strategies:
         model = fresh()
         strategy_plan = resolve(spec, model, task=task, calib=parts.calib, seed=seed, steps=steps,
-                                plan_path=plan_path if plan_path else None)
+                                plan_path=plan_path, max_length=max_length)
         r = _run(spec.replace(":", "_"), out, lambda folder: finetune(
             model, task, strategy_plan, train, test, out=folder, strategy=spec, **common))
         first = strategy_plan(0) if callable(strategy_plan) else strategy_plan
