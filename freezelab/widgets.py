@@ -55,8 +55,10 @@ def budget_explorer(gains: Gains, cost_curve: tuple[np.ndarray, np.ndarray], bud
         with out:
             out.clear_output(wait=True)
             fig = plot_benefit_cost(p)
-            plt.show(fig)
+            display(fig)
             plt.close(fig)
+
+    from IPython.display import display
 
     slider.observe(update, names="value")
     update()

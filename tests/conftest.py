@@ -31,3 +31,13 @@ def bbc_split(bbc):
     from freezelab.data import split
 
     return split(bbc, seed=0, n_calib=32)
+
+
+def load_script(path, name: str):
+    """Import a script that is not part of the package (book/build.py, make_student.py) as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -19,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 BOOK = REPO / "book"
@@ -28,14 +28,7 @@ HIDDEN_OUTPUT_TAGS = {"remove-output", "remove-cell"}
 pytestmark = pytest.mark.slow
 
 
-def _load_build_module():
-    spec = importlib.util.spec_from_file_location("freezelab_book_build", BOOK / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build = _load_build_module()
+build = load_script(BOOK / "build.py", "freezelab_book_build")
 
 
 def _png_outputs(notebook: Path) -> list[str]:

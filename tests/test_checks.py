@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import warnings
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 import torch
 from scipy.optimize import least_squares
 
@@ -41,14 +41,7 @@ GRADED = {
 }
 
 
-def _load_make_student():
-    spec = importlib.util.spec_from_file_location("make_student", ASSIGNMENTS / "make_student.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make_student = _load_make_student()
+make_student = load_script(ASSIGNMENTS / "make_student.py", "make_student")
 
 
 def _cells(path: Path) -> list[dict]:
