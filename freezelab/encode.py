@@ -2,7 +2,8 @@
 
 Classification: the prompt is the templated text, y is the (single) token of the label word.
 Language modelling: the prompt is the text minus its last token, y is that last token.
-The prediction position is the last prompt token; prompts longer than `max_length` keep their
+Prompts carry the tokenizer's own special tokens (Gemma's <bos>; SmolLM2 adds none). The
+prediction position is the last prompt token; prompts longer than `max_length` keep their BOS and
 last tokens (the template's cue, e.g. "Topic:", is never cut).
 """
 
@@ -45,14 +46,22 @@ def encode(tokenizer: Any, task: Task, examples: Sequence[Example], max_length: 
         raise FreezelabError(f"no examples to encode for task '{task.name}'")
     if task.kind == "classification":
         label_ids = torch.tensor(task.label_token_ids(tokenizer, first_token=first_token))
-        prompts = [tokenizer(task.prompt(ex), add_special_tokens=False).input_ids[-max_length:]
-                   for ex in examples]
+        prompts = [_tail(tokenizer, tokenizer(task.prompt(ex)).input_ids, max_length) for ex in examples]
         labels = torch.tensor([ex.label for ex in examples])
         return Encoded(prompts, label_ids[labels], label_ids, labels)
-    ids = [tokenizer(ex.text, add_special_tokens=False).input_ids for ex in examples]
+    ids = [tokenizer(ex.text).input_ids for ex in examples]
     if min(len(i) for i in ids) < 2:
         raise FreezelabError("language-modelling examples need at least two tokens each")
-    return Encoded([i[:-1][-max_length:] for i in ids], torch.tensor([i[-1] for i in ids]), None, None)
+    return Encoded([_tail(tokenizer, i[:-1], max_length) for i in ids], torch.tensor([i[-1] for i in ids]),
+                   None, None)
+
+
+def _tail(tokenizer: Any, ids: list[int], max_length: int) -> list[int]:
+    """The last `max_length` ids, keeping a leading BOS (models such as Gemma need it)."""
+    if len(ids) <= max_length:
+        return ids
+    head = ids[:1] if tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id else []
+    return head + ids[len(ids) - max_length + len(head):]
 
 
 @dataclass

@@ -1,0 +1,57 @@
+"""Smoke tests of benchmarks/: each script runs at a tiny size and writes well-formed JSON.
+
+No timing is asserted (the numbers depend on the machine); only structure and finite values.
+"""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def run(script: str, tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / f"{script}.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / f"{script}.py"), *args, "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_step_cost(tmp_path):
+    result = run("step_cost", tmp_path, "--layers", "2", "--seq-len", "16", "--batch", "2", "--reps", "1")
+    assert isinstance(result["device"], str)
+    assert set(result["strategies"]) == {"full", "plan", "plan-cached", "lora", "lora-plan"}
+    for name, row in result["strategies"].items():
+        assert set(row) == {"step_seconds", "ratio_measured", "ratio_flops", "peak_mem_mb"}, name
+        assert positive(row["step_seconds"]) and positive(row["ratio_measured"]) and positive(row["ratio_flops"])
+        assert math.isfinite(row["peak_mem_mb"]) and row["peak_mem_mb"] >= 0
+    full = result["strategies"]["full"]
+    assert full["ratio_measured"] == 1.0 and full["ratio_flops"] == pytest.approx(1.0)
+    assert result["strategies"]["plan-cached"]["ratio_flops"] < result["strategies"]["plan"]["ratio_flops"] < 1
+
+
+def test_trace_memory(tmp_path):
+    result = run("trace_memory", tmp_path, "--layers", "2", "--shapes", "2x16,2x32")
+    assert [(s["batch"], s["seq_len"]) for s in result["shapes"]] == [(2, 16), (2, 32)]
+    for row in result["shapes"]:
+        assert all(positive(row[k]) for k in ("forward_mb", "backbone_mb", "trace_mb", "ratio",
+                                                "ratio_backbone", "kept_mb", "logits_mb"))
+    assert result["shapes"][0]["kept_mb"] == result["shapes"][1]["kept_mb"]  # independent of the length
+
+
+@pytest.mark.slow
+def test_plan_cost(tmp_path):
+    result = run("plan_cost", tmp_path, "--n-calib", "8", "--max-length", "32", "--batch", "4", "--steps", "2")
+    assert result["n_calib"] == 8 and result["steps_per_epoch"] == 2
+    assert all(positive(result[k]) for k in ("planning_seconds", "trace_seconds", "step_seconds",
+                                             "epoch_seconds", "ratio", "flop_floor"))
+    assert isinstance(result["goal_met"], bool)
