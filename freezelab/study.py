@@ -56,7 +56,7 @@ class StudyScale:
 
 SCALES = {
     "full": StudyScale(("smollm2-135m", "gemma3-270m"), ("bbc-news", "movie-polarity", "kjv"),
-                       (0, 1, 2), steps=20, batch_size=8, lr=1e-4, n_train=400, n_test=128,
+                       (0, 1, 2), steps=12, batch_size=8, lr=1e-4, n_train=400, n_test=128,
                        cuts="even:4", strategies=("full", "top25", "random", "gradnorm:8", "lisa:8",
                                                   "lora", "lora-plan"),
                        calib_sizes=CALIB_SIZES, max_length=128),
