@@ -19,9 +19,12 @@ import torch
 
 from freezelab.encode import Batch, Encoded, collate
 from freezelab.finetune import batch_loss
-from freezelab.models import load_model, LoadedModel
+from freezelab.models import LoadedModel, load_model
 
 LABEL_ROWS = 5  # classification over 5 fixed token ids: B x 5 logits, never B x T x V
+
+TINY = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=1000)
 
 # glibc keeps freed memory in its heap and hands it out again unseen by the resident set. With a
 # fixed mmap threshold every tensor above 64 KiB is its own mapping, unmapped when freed, so the
@@ -31,22 +34,24 @@ FIXED_MMAP = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
 def add_common_args(parser: argparse.ArgumentParser, model: str, twin: bool = True) -> None:
-    """--model, --device, --json; with `twin`, --layers (random twins) and the hidden --memory-child."""
-    parser.add_argument("--model", default=model, help=f"model name for freezelab.models.load_model (default {model})")
+    """--model, --device, --json; with `twin` also --layers, --tiny and the hidden --memory-child."""
+    parser.add_argument("--model", default=model, help=f"for freezelab.models.load_model (default {model})")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (fp32 on CPU, bf16 on CUDA)")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     if twin:
-        parser.add_argument("--layers", type=int, help="keep only this many blocks (random twins only: quick runs)")
+        parser.add_argument("--layers", type=int, help="keep only this many blocks (random twins only)")
+        parser.add_argument("--tiny", action="store_true",
+                            help="tiny widths (hidden 64, vocab 1000; random twins only): for smoke tests")
         parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
 
 
 def load(args: argparse.Namespace) -> LoadedModel:
-    """The model of `--model` on `--device`, with `--layers` blocks when given."""
-    if args.layers is None:
-        return load_model(args.model, device=args.device)
-    if not args.model.startswith("random:"):
-        raise SystemExit("--layers only applies to random twins (--model random:NAME)")
-    return load_model(args.model, device=args.device, num_hidden_layers=args.layers)
+    """The model of `--model` on `--device`, with `--layers` blocks and `--tiny` widths when given."""
+    overrides = {**(TINY if args.tiny else {}),
+                 **({} if args.layers is None else {"num_hidden_layers": args.layers})}
+    if overrides and not args.model.startswith("random:"):
+        raise SystemExit("--layers and --tiny only apply to random twins (--model random:NAME)")
+    return load_model(args.model, device=args.device, **overrides)
 
 
 def device_name(device: torch.device) -> str:
@@ -126,7 +131,8 @@ class PeakMemory:
 
 
 def memory_child() -> Any:
-    """Run this script again with `--memory-child` in a fresh process with FIXED_MMAP; its last stdout line, as JSON."""
+    """Run this script again with `--memory-child` in a fresh process with FIXED_MMAP; returns its last
+    stdout line, parsed as JSON."""
     done = subprocess.run([sys.executable, sys.argv[0], *sys.argv[1:], "--memory-child"],
                           env={**os.environ, **FIXED_MMAP}, stdout=subprocess.PIPE, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -33,7 +33,7 @@ def main() -> None:
     add_common_args(parser, model="smollm2-135m", twin=False)
     parser.add_argument("--data", default="bbc-news")
     parser.add_argument("--n-calib", type=int, default=256)
-    parser.add_argument("--max-length", type=int, default=256, help="prompt tokens kept (as `freezelab plan`)")
+    parser.add_argument("--max-length", type=int, default=256, help="prompt tokens kept")
     parser.add_argument("--batch", type=int, default=8, help="fine-tuning batch size")
     parser.add_argument("--steps", type=int, default=4, help="timed full-FT steps, after one warm-up")
     args = parser.parse_args()
@@ -42,7 +42,8 @@ def main() -> None:
     task = load_task(args.data)
     calib = split(task, seed=0, n_calib=args.n_calib).calib
     full = resolve("full", lm)
-    trainee = LoadedModel(lm.name, copy.deepcopy(lm.model), lm.tokenizer, lm.arch)  # planning sees lm untouched
+    # the fine-tuned copy: planning reads the model's weights unchanged
+    trainee = LoadedModel(lm.name, copy.deepcopy(lm.model), lm.tokenizer, lm.arch)
     freeze(trainee, full)
     optimizer = torch.optim.AdamW([p for p in trainee.model.parameters() if p.requires_grad], lr=1e-4,
                                   weight_decay=0.0)
@@ -67,7 +68,8 @@ def main() -> None:
 
     print(f"{device_name(lm.device)}; {lm.summary()}")
     print(f"{args.data}: {len(calib)} calibration examples, mean {run.seq_len} tokens\n")
-    print(f"planning        {run.seconds:8.1f} s  (trace {run.trace.seconds:.1f} s; chosen cut k* = {run.plan.chosen_layer})")
+    print(f"planning        {run.seconds:8.1f} s  (trace {run.trace.seconds:.1f} s; "
+          f"chosen cut k* = {run.plan.chosen_layer})")
     print(f"full-FT step    {step_s:8.2f} s  (median of {len(times)}, batch {args.batch})")
     print(f"epoch           {epoch_s:8.1f} s  ({len(epoch)} steps)")
     print(f"planning/epoch  {ratio:8.1%}  goal < {GOAL:.0%}: {'met' if ratio < GOAL else 'NOT met'}")

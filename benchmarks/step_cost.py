@@ -24,7 +24,7 @@ import torch
 
 from _common import (LABEL_ROWS, PeakMemory, add_common_args, device_name, load, memory_child,
                      random_batch, seconds, train_step, warm_up, write_json)
-from freezelab.cost import attention_width, block_flops, cost
+from freezelab.cost import cost
 from freezelab.encode import Batch, Encoded
 from freezelab.freeze import block_inputs, cut_of, freeze, from_cache
 from freezelab.lora import ensure_lora
@@ -38,8 +38,9 @@ BASIS = {
     "full": "reference: every block, embeddings and tied head trained",
     "plan": "cost().cost_ratio of the plan",
     "plan-cached": "cost().cost_ratio_cached of the plan",
-    "lora": "full FT minus the blocks' weight gradients (adapter FLOPs ignored)",
-    "lora-plan": "the plan minus its blocks' weight gradients (adapter FLOPs ignored)",
+    "lora": "cost().cost_ratio of a LoRA plan: input gradients through every block, no base-weight "
+            "gradients, adapter FLOPs neglected",
+    "lora-plan": "the same inside the plan's blocks",
 }
 MEMORY = ("peak_mem_mb: peak memory added by the strategy's first two optimizer steps over the loaded "
           "model (and cached h_k): gradients, AdamW state, saved activations, temporaries. CPU: growth "
@@ -55,7 +56,7 @@ def strategy_plans(lm: LoadedModel, plan_path: Path) -> dict[str, Plan]:
 
 
 def make_step(base: LoadedModel, name: str, plan: Plan, enc: Encoded, batch: Batch) -> Callable[[], None]:
-    """One optimizer step of strategy `name` on its own copy of `base` (adapters injected, frozen per plan)."""
+    """One optimizer step of strategy `name` on its own copy of `base`, adapters injected, frozen per plan."""
     lm = LoadedModel(base.name, copy.deepcopy(base.model), None, base.arch)
     ensure_lora(lm, plan)
     freeze(lm, plan)
@@ -74,17 +75,9 @@ def make_step(base: LoadedModel, name: str, plan: Plan, enc: Encoded, batch: Bat
 
 
 def flop_ratios(lm: LoadedModel, plans: dict[str, Plan], seq_len: int, batch: int) -> dict[str, float]:
-    """Cost-model FLOP ratio to full FT of each strategy (LoRA: see BASIS)."""
-    width = attention_width(lm.model.config)
-    ratios = {}
-    for name, plan in plans.items():
-        c = cost(lm, plan, seq_len, batch, label_rows=LABEL_ROWS)
-        if name.startswith("lora"):
-            weight_grads = batch * sum(block_flops(lm.blocks[i], seq_len, width) for i in plan.trained)
-            ratios[name] = (c.flops_step - weight_grads) / c.flops_full
-        else:
-            ratios[name] = c.cost_ratio_cached if name == "plan-cached" else c.cost_ratio
-    return ratios
+    """freezelab.cost's FLOP ratio to full FT of each strategy (see BASIS)."""
+    costs = {name: cost(lm, plan, seq_len, batch, label_rows=LABEL_ROWS) for name, plan in plans.items()}
+    return {name: c.cost_ratio_cached if name == "plan-cached" else c.cost_ratio for name, c in costs.items()}
 
 
 def measure_memory(base: LoadedModel, plans: dict[str, Plan], enc: Encoded, batch: Batch) -> dict[str, float]:
@@ -117,7 +110,7 @@ def measure_time(base: LoadedModel, plans: dict[str, Plan], enc: Encoded, batch:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser, model="random:smollm2-135m")
-    parser.add_argument("--plan", type=Path, help="a saved plan (default: freeze the bottom half of the blocks)")
+    parser.add_argument("--plan", type=Path, help="a saved plan (default: freeze the bottom half)")
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--reps", type=int, default=3, help="timed steps per strategy, after one warm-up")
@@ -143,7 +136,8 @@ def main() -> None:
     print(f"batch {args.batch} x {args.seq_len} random tokens, loss over {LABEL_ROWS} label rows, AdamW; "
           f"median of {args.reps} interleaved steps after 1 warm-up")
     print(f"plan: blocks 1..{k} frozen, {k + 1}..{L} trained (cut {k})\n")
-    print(f"{'strategy':<12} {'step s':>7} {'measured':>9} {'FLOPs':>6} {'peak MB':>8}  {'goal':<26} FLOP ratio basis")
+    print(f"{'strategy':<12} {'step s':>7} {'measured':>9} {'FLOPs':>6} {'peak MB':>8}  {'goal':<26} "
+          "FLOP ratio basis")
     result = {}
     for name in STRATEGIES:
         measured = step_s[name] / step_s["full"]

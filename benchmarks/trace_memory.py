@@ -16,7 +16,8 @@ import json
 
 import torch
 
-from _common import PeakMemory, add_common_args, device_name, load, memory_child, random_batch, warm_up, write_json
+from _common import (PeakMemory, add_common_args, device_name, load, memory_child, random_batch, warm_up,
+                     write_json)
 from freezelab.models import LoadedModel
 from freezelab.trace import run_backbone, trace_encoded
 
@@ -30,7 +31,7 @@ def shape(text: str) -> tuple[int, int]:
 
 
 def measure(lm: LoadedModel, batch_size: int, seq_len: int) -> dict[str, float]:
-    """Peak MB of the plain forward, the backbone alone and tracing; MB of the traced states and the logits."""
+    """Peak MB of the plain forward, the backbone alone and tracing; MB of the kept states and the logits."""
     enc, batch = random_batch(lm, batch_size, seq_len)
     with PeakMemory(lm.device) as forward, torch.inference_mode():
         lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
@@ -48,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser, model="random:smollm2-135m")
     parser.add_argument("--shapes", type=lambda s: [shape(x) for x in s.split(",")],
-                        default="8x128,8x512,32x128", help="batch x length pairs (default 8x128,8x512,32x128)")
+                        default="8x128,8x512,32x128", help="BxT pairs (default 8x128,8x512,32x128)")
     args = parser.parse_args()
 
     if args.memory_child:
@@ -58,7 +59,8 @@ def main() -> None:
         return
 
     rows = memory_child()
-    print(f"{device_name(torch.device(args.device))}; {args.model}; peak memory added over the loaded model (MB)\n")
+    device = device_name(torch.device(args.device))
+    print(f"{device}; {args.model}; peak memory added over the loaded model (MB)\n")
     print(f"{'batch x len':>11} {'forward':>8} {'backbone':>9} {'trace':>7} {'trace/forward':>14} "
           f"{'trace/backbone':>15} {'kept states':>12} {'logits':>7}  goal trace/forward <= {GOAL}")
     for (b, t), row in zip(args.shapes, rows):
@@ -69,7 +71,7 @@ def main() -> None:
     print("\nkept states: the (B, L+1, d) float32 states the trace returns (independent of the length); "
           "logits: the B x T x V tensor the plain forward materialises.")
     write_json(args.json, {
-        "device": device_name(torch.device(args.device)), "model": args.model, "goal": GOAL,
+        "device": device, "model": args.model, "goal": GOAL,
         "memory": "peak MB added over the loaded model; CPU: peak resident set growth in a process whose "
                   "allocator returns freed tensors; CUDA: torch.cuda.max_memory_allocated",
         "shapes": [{"batch": b, "seq_len": t, **row} for (b, t), row in zip(args.shapes, rows)],
