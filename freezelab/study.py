@@ -132,6 +132,8 @@ def summarise(rows: Sequence[dict]) -> dict:
         spearman = [s["spearman"] for s in sweeps]
         summary.append({
             "model": model, "dataset": dataset, "seeds": [s["seed"] for s in sweeps],
+            "complete": all(s.get("complete", False) for s in sweeps),
+            "cuts_run": [[c["cut"] for c in s["cuts"]] for s in sweeps],
             "chosen_cut": [s["chosen_cut"] for s in sweeps],
             "spearman": float(np.nanmean(spearman)) if not np.all(np.isnan(spearman)) else None,
             "spearman_per_seed": spearman, "regret": float(np.mean([s["regret"] for s in sweeps])),
@@ -173,12 +175,15 @@ def markdown(summary: dict, ablation_rows: Sequence[dict], scale_name: str, scal
              f"prompts cut to {scale.max_length} tokens, cuts `{scale.cuts}` plus the chosen one.", ""]
     for row in summary["rows"]:
         sp = "n/a" if row["spearman"] is None else f"{row['spearman']:.2f}"
+        partial = "" if row["complete"] else (
+            " **Partial: interrupted before every run ended** (cuts run per seed "
+            f"{row['cuts_run']}; only the strategies listed below ran).")
         lines += [f"### {row['model']} on {row['dataset']}", "",
                   f"![{row['model']} on {row['dataset']}]({row['model']}_{row['dataset']}.png)", "",
                   f"Seeds {row['seeds']}; chosen cut per seed {row['chosen_cut']}; "
                   f"Spearman(predicted, realised) {sp} (per seed {[round(s, 2) for s in row['spearman_per_seed']]}); "
                   f"regret {row['regret']:.3f} nats; before fine-tuning loss {row['loss_before']:.3f}, "
-                  f"accuracy {row['acc_before']:.3f}.", "",
+                  f"accuracy {row['acc_before']:.3f}.{partial}", "",
                   "| strategy | accuracy | loss (nats) | cost ratio (modelled) | step time ratio (measured) |",
                   "| --- | --- | --- | --- | --- |"]
         for name, s in sorted(row["strategies"].items(), key=lambda kv: kv[1]["cost_ratio"]):

@@ -4,8 +4,9 @@ steps, lr and seed, then compare what the plan predicted with what training real
 - realised gain of a run = held-out loss before - after (nats);
 - rank agreement = Spearman(predicted benefit, realised gain) across cuts;
 - regret = realised loss of the chosen cut - best realised loss among cuts of equal or lower cost.
-Each run is stored as soon as it ends (`runs/NAME/result.json`) and skipped when rerun, so an
-interrupted sweep loses at most the run in progress.
+Each run is stored as soon as it ends (`runs/NAME/result.json`) and skipped when rerun, and
+sweep.json is rewritten after every run (`complete` says whether all ran), so an interrupted
+sweep loses at most the run in progress.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class SweepResult:
     regret: float = float("nan")
     loss_before: float = float("nan")
     acc_before: float = float("nan")
+    complete: bool = False  # False while (or if interrupted before) every run has ended
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,21 +110,34 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "even:6", s
     common = dict(steps=steps, lr=lr, batch_size=batch_size, seed=seed, max_length=max_length,
                   first_token=first_token, progress=progress, keep_checkpoint=False)
 
-    results: list[CutResult] = []
-    for k in parse_cuts(cuts, L, chosen.chosen_layer):
+    sweep = SweepResult(lm.name, task.name, seed, steps, chosen.chosen_layer, [])
+
+    def store() -> None:
+        """Update the scores and, with `out`, sweep.json and sweep.png after every run."""
+        gains = [c.realised_gain for c in sweep.cuts]
+        if len({c.predicted_benefit for c in sweep.cuts}) > 1 and len(set(gains)) > 1:
+            sweep.spearman = float(spearmanr([c.predicted_benefit for c in sweep.cuts], gains).statistic)
+        sweep.regret = regret(sweep.cuts, chosen.chosen_layer)
+        if out is not None:
+            (out / "sweep.json").write_text(json.dumps(sweep.to_dict(), indent=2))
+            _plot(sweep, out / "sweep.png")
+
+    # the chosen cut and full fine-tuning first: an interrupted sweep already compares those two
+    grid = parse_cuts(cuts, L, chosen.chosen_layer)
+    for k in [chosen.chosen_layer, 0] + [k for k in grid if k not in (0, chosen.chosen_layer)]:
         cut_plan = Plan.from_cut(L, k, rule="cut", curve=chosen.curve)
         r = _run(f"cut{k:02d}", out, lambda folder: finetune(
             fresh(), task, cut_plan, train, test, cache_prefix=k > 0, out=folder,
             strategy=f"cut{k}", **common))
         point = chosen.curve[k]
-        results.append(CutResult(k, point.cost_ratio, point.cost_ratio_cached, point.benefit,
-                                 r.loss_before - r.loss_after, r.loss_after, r.acc_after, r.step_seconds))
-    sweep = SweepResult(lm.name, task.name, seed, steps, chosen.chosen_layer, results,
-                        loss_before=r.loss_before, acc_before=r.acc_before)
-    gains = [c.realised_gain for c in results]
-    if len(set(c.predicted_benefit for c in results)) > 1 and len(set(gains)) > 1:
-        sweep.spearman = float(spearmanr([c.predicted_benefit for c in results], gains).statistic)
-    sweep.regret = regret(results, chosen.chosen_layer)
+        sweep.cuts.append(CutResult(k, point.cost_ratio, point.cost_ratio_cached, point.benefit,
+                                    r.loss_before - r.loss_after, r.loss_after, r.acc_after, r.step_seconds))
+        sweep.cuts.sort(key=lambda c: c.cut)
+        sweep.loss_before, sweep.acc_before = r.loss_before, r.acc_before
+        if k == chosen.chosen_layer:
+            sweep.strategies["semantic-plan"] = {"acc": r.acc_after, "loss": r.loss_after,
+                                                 "cost_ratio": point.cost_ratio, "step_seconds": r.step_seconds}
+        store()
 
     plan_path = Path(tempfile.mkdtemp()) / "plan.json" if out is None else out / "plan.json"
     if out is None:
@@ -137,13 +152,12 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "even:6", s
         ratio = cost(model, first, planned.seq_len, batch_size).cost_ratio
         sweep.strategies[spec] = {"acc": r.acc_after, "loss": r.loss_after, "cost_ratio": ratio,
                                   "step_seconds": r.step_seconds, "trainable_params": r.trainable_params}
+        store()
+    sweep.complete = True
+    store()
+    results = sweep.cuts
     best = min(results, key=lambda c: c.loss)
     mine = next(c for c in results if c.cut == chosen.chosen_layer)
-    sweep.strategies["semantic-plan"] = {"acc": mine.acc, "loss": mine.loss,
-                                         "cost_ratio": mine.cost_ratio, "step_seconds": mine.step_seconds}
-    if out is not None:
-        (out / "sweep.json").write_text(json.dumps(sweep.to_dict(), indent=2))
-        _plot(sweep, out / "sweep.png")
     lines = [f"{'cut':>4} {'cost':>6} {'cached':>6} {'pred':>7} {'gain':>7} {'loss':>7} {'acc':>6}"]
     lines += [f"{c.cut:>4} {c.cost_ratio:6.3f} {c.cost_ratio_cached:6.3f} {c.predicted_benefit:7.3f} "
               f"{c.realised_gain:7.3f} {c.loss:7.3f} {c.acc:6.3f}{'  <- plan' if c.cut == mine.cut else ''}"
