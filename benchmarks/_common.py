@@ -34,10 +34,13 @@ FIXED_MMAP = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
 def add_common_args(parser: argparse.ArgumentParser, model: str, twin: bool = True) -> None:
-    """--model, --device, --json; with `twin` also --layers, --tiny and the hidden --memory-child."""
+    """--model, --device, --json, --threads; with `twin`, --layers, --tiny and the hidden --memory-child."""
     parser.add_argument("--model", default=model, help=f"for freezelab.models.load_model (default {model})")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (fp32 on CPU, bf16 on CUDA)")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads (default: one per core). Use 1 on a shared machine: threads "
+                             "waiting for each other at every operation turn others' load into noise")
     if twin:
         parser.add_argument("--layers", type=int, help="keep only this many blocks (random twins only)")
         parser.add_argument("--tiny", action="store_true",
@@ -46,9 +49,11 @@ def add_common_args(parser: argparse.ArgumentParser, model: str, twin: bool = Tr
 
 
 def load(args: argparse.Namespace) -> LoadedModel:
-    """The model of `--model` on `--device`, with `--layers` blocks and `--tiny` widths when given."""
-    overrides = {**(TINY if args.tiny else {}),
-                 **({} if args.layers is None else {"num_hidden_layers": args.layers})}
+    """The model of `--model` on `--device` (with `--layers` blocks and `--tiny` widths), `--threads` set."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {**(TINY if getattr(args, "tiny", False) else {}),
+                 **({} if getattr(args, "layers", None) is None else {"num_hidden_layers": args.layers})}
     if overrides and not args.model.startswith("random:"):
         raise SystemExit("--layers and --tiny only apply to random twins (--model random:NAME)")
     return load_model(args.model, device=args.device, **overrides)

@@ -16,12 +16,12 @@ import statistics
 
 import torch
 
-from _common import add_common_args, device_name, seconds, train_step, write_json
+from _common import add_common_args, device_name, load, seconds, train_step, write_json
 from freezelab.cost import attention_width, block_flops, cost
 from freezelab.data import load_task, split
 from freezelab.encode import batches, encode
 from freezelab.freeze import freeze
-from freezelab.models import LoadedModel, load_model
+from freezelab.models import LoadedModel
 from freezelab.planner import make_plan
 from freezelab.strategies import resolve
 
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="timed full-FT steps, after one warm-up")
     args = parser.parse_args()
 
-    lm = load_model(args.model, device=args.device)
+    lm = load(args)
     task = load_task(args.data)
     calib = split(task, seed=0, n_calib=args.n_calib).calib
     full = resolve("full", lm)

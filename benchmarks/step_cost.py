@@ -34,13 +34,13 @@ from freezelab.strategies import resolve
 
 STRATEGIES = ("full", "plan", "plan-cached", "lora", "lora-plan")
 GOALS = {"plan": 0.15, "plan-cached": 0.10}  # allowed |measured / FLOP ratio - 1|
-BASIS = {
-    "full": "reference: every block, embeddings and tied head trained",
-    "plan": "cost().cost_ratio of the plan",
-    "plan-cached": "cost().cost_ratio_cached of the plan",
-    "lora": "cost().cost_ratio of a LoRA plan: input gradients through every block, no base-weight "
-            "gradients, adapter FLOPs neglected",
-    "lora-plan": "the same inside the plan's blocks",
+BASIS = {  # how freezelab.cost.cost prices each strategy (label_rows=LABEL_ROWS)
+    "full": "the reference (every block, the embeddings and the tied head trained): 1",
+    "plan": "cost_ratio of the plan",
+    "plan-cached": "cost_ratio_cached of the plan",
+    "lora": "cost_ratio of the LoRA plan: input gradients through every block, no base-weight gradients, "
+            "adapter FLOPs neglected",
+    "lora-plan": "the same, down to the plan's first trained block",
 }
 MEMORY = ("peak_mem_mb: peak memory added by the strategy's first two optimizer steps over the loaded "
           "model (and cached h_k): gradients, AdamW state, saved activations, temporaries. CPU: growth "
@@ -95,8 +95,8 @@ def measure_memory(base: LoadedModel, plans: dict[str, Plan], enc: Encoded, batc
 
 
 def measure_time(base: LoadedModel, plans: dict[str, Plan], enc: Encoded, batch: Batch,
-                 reps: int) -> dict[str, float]:
-    """Median seconds per step: one warm-up step each, then `reps` rounds, each in a rotated order."""
+                 reps: int) -> dict[str, list[float]]:
+    """Seconds of `reps` steps per strategy: one warm-up step each, then `reps` rounds in rotated orders."""
     steps = {name: make_step(base, name, plans[name], enc, batch) for name in STRATEGIES}
     for step in steps.values():
         step()
@@ -104,7 +104,7 @@ def measure_time(base: LoadedModel, plans: dict[str, Plan], enc: Encoded, batch:
     for r in range(reps):
         for name in STRATEGIES[r % len(STRATEGIES):] + STRATEGIES[:r % len(STRATEGIES)]:
             times[name].append(seconds(steps[name], base.device))
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
 
 
 def main() -> None:
@@ -129,15 +129,16 @@ def main() -> None:
         return
 
     flops = flop_ratios(base, plans, args.seq_len, args.batch)
-    step_s = measure_time(base, plans, enc, batch, args.reps)
+    samples = measure_time(base, plans, enc, batch, args.reps)
     peaks = memory_child()
+    step_s = {name: statistics.median(t) for name, t in samples.items()}
     k = cut_of(plans["plan"])
     print(f"{device_name(base.device)}; {base.summary()}")
     print(f"batch {args.batch} x {args.seq_len} random tokens, loss over {LABEL_ROWS} label rows, AdamW; "
           f"median of {args.reps} interleaved steps after 1 warm-up")
     print(f"plan: blocks 1..{k} frozen, {k + 1}..{L} trained (cut {k})\n")
-    print(f"{'strategy':<12} {'step s':>7} {'measured':>9} {'FLOPs':>6} {'peak MB':>8}  {'goal':<26} "
-          "FLOP ratio basis")
+    print(f"{'strategy':<12} {'step s':>7} {'min-max s':>13} {'measured':>9} {'FLOPs':>6} {'peak MB':>8}  "
+          "goal")
     result = {}
     for name in STRATEGIES:
         measured = step_s[name] / step_s["full"]
@@ -145,16 +146,20 @@ def main() -> None:
         if name in GOALS:
             off = measured / flops[name] - 1
             goal = f"within {GOALS[name]:.0%}: {'met' if abs(off) <= GOALS[name] else 'NOT met'} ({off:+.1%})"
-        print(f"{name:<12} {step_s[name]:7.3f} {measured:9.3f} {flops[name]:6.3f} {peaks[name]:8.1f}  "
-              f"{goal:<26} {BASIS[name]}")
+        spread = f"{min(samples[name]):.2f}-{max(samples[name]):.2f}"
+        print(f"{name:<12} {step_s[name]:7.3f} {spread:>13} {measured:9.3f} {flops[name]:6.3f} "
+              f"{peaks[name]:8.1f}  {goal}")
         result[name] = {"step_seconds": step_s[name], "ratio_measured": measured,
                         "ratio_flops": flops[name], "peak_mem_mb": peaks[name]}
-    print(f"\n{MEMORY}")
+    print("\nmeasured: median step time / full FT's. FLOPs: freezelab.cost.cost, per strategy:")
+    for name, basis in BASIS.items():
+        print(f"  {name:<12} {basis}")
+    print(MEMORY)
     write_json(args.json, {
         "device": device_name(base.device),
         "config": {"model": args.model, "layers": L, "dtype": str(base.dtype), "seq_len": args.seq_len,
                    "batch": args.batch, "label_rows": LABEL_ROWS, "cut": k, "reps": args.reps},
-        "memory": MEMORY, "flops_basis": BASIS, "strategies": result,
+        "memory": MEMORY, "flops_basis": BASIS, "strategies": result, "samples": samples,
     })
 
 

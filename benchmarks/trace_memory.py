@@ -55,11 +55,12 @@ def main() -> None:
     if args.memory_child:
         lm = load(args)
         warm_up(lm)
-        print(json.dumps([measure(lm, b, t) for b, t in args.shapes]))
+        rows = [measure(lm, b, t) for b, t in args.shapes]
+        print(json.dumps({"device": device_name(lm.device), "rows": rows}))
         return
 
-    rows = memory_child()
-    device = device_name(torch.device(args.device))
+    child = memory_child()
+    device, rows = child["device"], child["rows"]
     print(f"{device}; {args.model}; peak memory added over the loaded model (MB)\n")
     print(f"{'batch x len':>11} {'forward':>8} {'backbone':>9} {'trace':>7} {'trace/forward':>14} "
           f"{'trace/backbone':>15} {'kept states':>12} {'logits':>7}  goal trace/forward <= {GOAL}")

@@ -1,8 +1,9 @@
 """Scale presets for the notebooks: how many examples, steps and sweep runs one execution uses.
 
-`preset("full")` is what the book shows, sized so that all seven notebooks execute in under about
-20 minutes on a 2-core CPU (the model is small, the CPU is slow: prompts are cut to their last 64
-tokens and runs are short). `preset("ci")` is a tiny smoke run whose numbers mean nothing, used by
+`preset("full")` is what the book shows, sized so that all seven notebooks execute in about
+10 to 20 minutes on a 2-core CPU: prompts are cut to their last 48 tokens, batches are small and
+runs are short, so the fine-tuning results are illustrations, not a study (the results chapter,
+`make results`, has the study). `preset("ci")` is a tiny smoke run whose numbers mean nothing, used by
 the nbval test. The notebooks read the preset's name from $FREEZELAB_SCALE.
 """
 
@@ -35,11 +36,11 @@ class Scale:
 
 
 PRESETS: dict[str, Scale] = {
-    "ci": Scale("ci", n_calib=8, n_train=8, n_test=4, steps=2, batch_size=4, lr=1e-4, timing_steps=2,
+    "ci": Scale("ci", n_calib=8, n_train=8, n_test=4, steps=1, batch_size=4, lr=1e-4, timing_steps=1,
                 sweep_cuts="even:2", sweep_strategies=("top25",), max_length=32),
-    "full": Scale("full", n_calib=64, n_train=256, n_test=64, steps=12, batch_size=8, lr=1e-4,
-                  timing_steps=4, sweep_cuts="even:4", sweep_strategies=("top25", "lora", "lora-plan"),
-                  max_length=64),
+    "full": Scale("full", n_calib=64, n_train=128, n_test=32, steps=10, batch_size=4, lr=1e-4,
+                  timing_steps=4, sweep_cuts="even:3", sweep_strategies=("top25", "lora", "lora-plan"),
+                  max_length=48),
 }
 
 

@@ -16,8 +16,8 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 def run(script: str, tmp_path: Path, *args: str) -> dict:
     out = tmp_path / f"{script}.json"
-    done = subprocess.run([sys.executable, str(BENCHMARKS / f"{script}.py"), *args, "--json", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    command = [sys.executable, str(BENCHMARKS / f"{script}.py"), *args, "--threads", "1", "--json", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(out.read_text())
 

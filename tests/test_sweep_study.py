@@ -40,7 +40,7 @@ def test_study_at_ci_scale(tmp_path):
     assert row["strategies"]["full"]["cost_ratio"] == pytest.approx(1.0, abs=0.01)
     assert row["regret"] >= 0
     sweep = json.loads(next(tmp_path.glob("runs/*/*/seed0/sweep.json")).read_text())
-    assert [c["cut"] for c in sweep["cuts"]][0] == 0 and sweep["chosen_cut"] in [c["cut"] for c in sweep["cuts"]]
+    assert sweep["complete"] and [c["cut"] for c in sweep["cuts"]][0] == 0 and sweep["chosen_cut"] in [c["cut"] for c in sweep["cuts"]]
     assert not list(tmp_path.glob("**/checkpoint.pt"))  # finished runs keep no checkpoints
     ablation = json.loads((tmp_path / "ablations.json").read_text())[0]
     assert set(ablation["lens_rule"]) == {"logit-full", "logit-labels", "cosine", "kl"}
