@@ -171,7 +171,7 @@ def figure(row: dict, sweeps: Sequence[dict], path: Path) -> None:
 def markdown(summary: dict, ablation_rows: Sequence[dict], scale_name: str, scale: StudyScale) -> str:
     """The tables the results chapter includes."""
     lines = [f"Study scale `{scale_name}`: {scale.steps} AdamW steps of batch {scale.batch_size}, "
-             f"lr {scale.lr}, {scale.n_train} training and {scale.n_test} held-out examples, "
+             f"lr {scale.lr}, at most {scale.n_train} training and {scale.n_test} held-out examples, "
              f"prompts cut to {scale.max_length} tokens, cuts `{scale.cuts}` plus the chosen one.", ""]
     for row in summary["rows"]:
         sp = "n/a" if row["spearman"] is None else f"{row['spearman']:.2f}"
