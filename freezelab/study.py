@@ -178,7 +178,7 @@ def markdown(summary: dict, ablation_rows: Sequence[dict], scale_name: str, scal
         partial = "" if row["complete"] else (
             " **Partial: interrupted before every run ended** (cuts run per seed "
             f"{row['cuts_run']}; only the strategies listed below ran).")
-        lines += [f"### {row['model']} on {row['dataset']}", "",
+        lines += [f"## {row['model']} on {row['dataset']}", "",
                   f"![{row['model']} on {row['dataset']}]({row['model']}_{row['dataset']}.png)", "",
                   f"Seeds {row['seeds']}; chosen cut per seed {row['chosen_cut']}; "
                   f"Spearman(predicted, realised) {sp} (per seed {[round(s, 2) for s in row['spearman_per_seed']]}); "
@@ -191,7 +191,7 @@ def markdown(summary: dict, ablation_rows: Sequence[dict], scale_name: str, scal
                          f"{s['loss_std']:.3f} | {s['cost_ratio']:.3f} | {s['cost_ratio_measured']:.3f} |")
         lines.append("")
     for a in ablation_rows:
-        lines += [f"### Ablation: {a['model']} on {a['dataset']}", "",
+        lines += [f"## Ablation: {a['model']} on {a['dataset']}", "",
                   "| lens | R^2 | argmax-excess | argmax-raw | budget 0.5 |", "| --- | --- | --- | --- | --- |"]
         for lens, v in a["lens_rule"].items():
             lines.append(f"| {lens} | {v['r2']:.2f} | {v['argmax-excess']} | {v['argmax-raw']} | {v['budget']} |")

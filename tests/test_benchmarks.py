@@ -55,6 +55,7 @@ def test_plan_cost(tmp_path):
     result = run("plan_cost", tmp_path, "--n-calib", "8", "--max-length", "32", "--batch", "4",
                  "--steps", "2")
     assert result["n_calib"] == 8 and result["steps_per_epoch"] == 2
-    assert all(positive(result[k]) for k in ("planning_seconds", "trace_seconds", "step_seconds",
-                                             "epoch_seconds", "ratio", "flop_floor"))
+    keys = ("planning_seconds", "trace_seconds", "step_seconds", "epoch_seconds", "ratio",
+            "ratio_train_epoch", "forward_flop_share")
+    assert all(positive(result[k]) for k in keys)
     assert isinstance(result["goal_met"], bool)
