@@ -123,9 +123,16 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
-    from .bench import main as bench_main
+    import runpy
 
-    bench_main(args.rest)
+    script = Path("benchmarks/step_cost.py")
+    if not script.exists():
+        raise FreezelabError("the step-cost benchmark lives in benchmarks/ of a freezelab checkout: "
+                             "run `freezelab bench` from the repository root")
+    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    sys.argv = [str(script), *rest]
+    sys.path.insert(0, str(script.parent))  # the script imports its sibling _common.py
+    runpy.run_path(str(script), run_name="__main__")
 
 
 def build_parser() -> argparse.ArgumentParser:
