@@ -49,8 +49,11 @@ results: $(STAMP)
 	test -s $(KJV) || bible -f 'gen1:1-rev22:21' | sed 's/^[^ ]* //' > $(KJV)
 	$(PY) -m freezelab.study --scale full --out book/results
 
+# Speed and memory ratios measured side by side (BENCH_ARGS="--threads 1" on a shared machine).
 bench: $(STAMP)
-	$(PY) benchmarks/step_cost.py
+	$(PY) benchmarks/step_cost.py $(BENCH_ARGS) --json runs/bench/step_cost.json
+	$(PY) benchmarks/trace_memory.py $(BENCH_ARGS) --json runs/bench/trace_memory.json
+	$(PY) benchmarks/plan_cost.py $(BENCH_ARGS) --json runs/bench/plan_cost.json
 
 clean:
 	rm -rf $(VENV) runs book/_build

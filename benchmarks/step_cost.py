@@ -35,7 +35,7 @@ from freezelab.strategies import resolve
 STRATEGIES = ("full", "plan", "plan-cached", "lora", "lora-plan")
 GOALS = {"plan": 0.15, "plan-cached": 0.10}  # allowed |measured / FLOP ratio - 1|
 BASIS = {  # how freezelab.cost.cost prices each strategy (label_rows=LABEL_ROWS)
-    "full": "the reference (every block, the embeddings and the tied head trained): 1",
+    "full": "the reference (every block, the embeddings and the head trained): 1",
     "plan": "cost_ratio of the plan",
     "plan-cached": "cost_ratio_cached of the plan",
     "lora": "cost_ratio of the LoRA plan: input gradients through every block, no base-weight gradients, "
@@ -56,7 +56,8 @@ def strategy_plans(lm: LoadedModel, plan_path: Path) -> dict[str, Plan]:
 
 
 def make_step(base: LoadedModel, name: str, plan: Plan, enc: Encoded, batch: Batch) -> Callable[[], None]:
-    """One optimizer step of strategy `name` on its own copy of `base`, adapters injected, frozen per plan."""
+    """A function taking one optimizer step of strategy `name` on its own copy of `base` (adapters
+    injected, frozen per plan)."""
     lm = LoadedModel(base.name, copy.deepcopy(base.model), None, base.arch)
     ensure_lora(lm, plan)
     freeze(lm, plan)
