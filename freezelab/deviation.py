@@ -37,10 +37,6 @@ class Deviation:
         n = self.per_example.shape[0]
         return self.per_example.std(0, ddof=1) / np.sqrt(n) if n > 1 else np.zeros_like(self.mean)
 
-    @property
-    def num_layers(self) -> int:
-        return self.mean.shape[0] - 1
-
     def to_dict(self) -> dict:
         return {"lens": self.lens, "restrict_to_labels": self.restrict_to_labels,
                 "mean": self.mean.tolist(), "sem": self.sem.tolist()}
@@ -103,8 +99,7 @@ def lens_top_tokens(lm: LoadedModel, trace: Trace, index: int, k: int = 5,
 
     Returns (tokens: L+1 lists of k strings, probs: (L+1, k)).
     """
-    single = Trace(trace.hidden[index:index + 1], trace.targets[index:index + 1], trace.label_ids,
-                   None, 0.0)
+    single = trace.subset([index])
     rows = trace.label_ids if restrict_to_labels and trace.label_ids is not None else None
     probs = lens_log_probs(lm, normed(lm, single)[0], rows).exp()
     top = probs.topk(min(k, probs.shape[-1]), -1)

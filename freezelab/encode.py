@@ -30,11 +30,6 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.prompts)
 
-    def subset(self, index: Sequence[int]) -> "Encoded":
-        idx = torch.as_tensor(list(index), dtype=torch.long)
-        return Encoded([self.prompts[i] for i in idx.tolist()], self.targets[idx], self.label_ids,
-                       None if self.labels is None else self.labels[idx])
-
 
 def encode(tokenizer: Any, task: Task, examples: Sequence[Example], max_length: int = 256,
            first_token: bool = False) -> Encoded:

@@ -102,9 +102,7 @@ def ablations(model: str, dataset: str, scale: StudyScale, seed: int = 0) -> dic
             cuts = []
             for _ in range(5):  # five resamples of n calibration examples
                 idx = rng.choice(len(enc), n, replace=False)
-                sub = type(full_trace)(full_trace.hidden[idx], full_trace.targets[idx],
-                                       full_trace.label_ids,
-                                       None if full_trace.labels is None else full_trace.labels[idx], 0.0)
+                sub = full_trace.subset(idx.tolist())
                 dev = deviation(sub, lm)
                 cuts.append(plan(layer_gains(dev, fit_scaling_law(dev))).chosen_layer)
             out["calib_size"][str(n)] = cuts

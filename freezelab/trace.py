@@ -34,6 +34,12 @@ class Trace:
     def num_layers(self) -> int:
         return self.hidden.shape[1] - 1
 
+    def subset(self, index: Sequence[int]) -> "Trace":
+        """The trace of examples `index` only."""
+        idx = torch.as_tensor(list(index), dtype=torch.long)
+        return Trace(self.hidden[idx], self.targets[idx], self.label_ids,
+                     None if self.labels is None else self.labels[idx], self.seconds)
+
 
 def _hidden(output: object) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output

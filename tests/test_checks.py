@@ -148,7 +148,7 @@ def test_student_notebook_is_clean_and_hides_the_solutions(name):
     sources = [_src(c) for c in code]
     for i, source in enumerate(sources):
         if _defines(source):
-            assert f"checks.check_" in sources[i + 1], f"no check cell after {_defines(source)}"
+            assert "checks.check_" in sources[i + 1], f"no check cell after {_defines(source)}"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

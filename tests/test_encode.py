@@ -1,7 +1,6 @@
 """Encoding prompts and targets: truncation keeps BOS and the template's cue; LM targets."""
 
 import pytest
-import torch
 
 from freezelab.data import Example, Task
 from freezelab.encode import _tail, batches, collate, encode

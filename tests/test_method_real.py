@@ -30,6 +30,12 @@ def test_trace_keeps_only_prediction_positions(calib_trace, smollm):
     assert calib_trace.label_ids.tolist() == [7807, 1861, 5993, 10722, 11154]
 
 
+def test_trace_subset_keeps_the_chosen_examples(calib_trace):
+    sub = calib_trace.subset([3, 1])
+    assert torch.equal(sub.hidden, calib_trace.hidden[[3, 1]])
+    assert sub.labels.tolist() == calib_trace.labels[[3, 1]].tolist()
+
+
 def test_trace_does_not_depend_on_padding_or_batching(smollm, bbc, bbc_split):
     one = trace(smollm, bbc, bbc_split.calib[:4], batch_size=1, progress=False)
     four = trace(smollm, bbc, bbc_split.calib[:4], batch_size=4, progress=False)
