@@ -20,6 +20,7 @@ from .models import LoadedModel
 from .trace import Trace
 
 LENSES = ("logit", "cosine", "kl")
+UNITS = {"logit": "nats", "cosine": "1 - cosine", "kl": "nats"}  # what d_l is measured in
 
 
 @dataclass

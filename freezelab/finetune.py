@@ -72,7 +72,7 @@ class RunResult:
     total_params: int
     steps: int
     seconds: float  # training wall time (evaluation excluded)
-    step_seconds: float  # mean seconds per optimizer step
+    step_seconds: float  # mean seconds per optimizer step, the first (allocating) one excluded
     loss_before: float
     loss_after: float
     acc_before: float
@@ -85,6 +85,7 @@ class RunResult:
     batch_size: int
     trained: list[int]
     train_losses: list[float] = field(default_factory=list)
+    step_times: list[float] = field(default_factory=list)  # seconds of each optimizer step
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -157,10 +158,10 @@ def finetune(lm: LoadedModel, task: Task, plan: Plan | Schedule, train: Sequence
         cache = PrefixCache(k, directory=cache_dir) if k > 0 else None
     if state is None:
         loss_before, acc_before = evaluate(lm, enc_test)
-        start_step, losses, elapsed, tokens = 0, [], 0.0, 0
+        start_step, losses, times, tokens = 0, [], [], 0
     else:
         loss_before, acc_before = state["loss_before"], state["acc_before"]
-        start_step, losses, elapsed, tokens = state["step"], state["losses"], state["elapsed"], state["tokens"]
+        start_step, losses, times, tokens = state["step"], state["losses"], state["times"], state["tokens"]
         lm.model.load_state_dict(state["params"], strict=False)
     trainable = freeze(lm, current)
     candidates = [p for p in lm.model.parameters() if p.requires_grad]
@@ -173,7 +174,7 @@ def finetune(lm: LoadedModel, task: Task, plan: Plan | Schedule, train: Sequence
     def save(step: int) -> None:
         if ckpt is None:
             return
-        payload = {"step": step, "losses": losses, "elapsed": elapsed, "tokens": tokens,
+        payload = {"step": step, "losses": losses, "times": times, "tokens": tokens,
                    "loss_before": loss_before, "acc_before": acc_before,
                    "params": _trainable_state(lm) if not callable(plan) else
                    {n: p.detach().cpu().clone() for n, p in lm.model.named_parameters()},
@@ -206,7 +207,7 @@ def finetune(lm: LoadedModel, task: Task, plan: Plan | Schedule, train: Sequence
             optimizer.step()
             if lm.device.type == "cuda":
                 torch.cuda.synchronize(lm.device)
-            elapsed += time.perf_counter() - t0
+            times.append(time.perf_counter() - t0)
             tokens += int(batch.attention_mask.sum())
             losses.append(loss.item())
             completed = step + 1
@@ -222,10 +223,12 @@ def finetune(lm: LoadedModel, task: Task, plan: Plan | Schedule, train: Sequence
         ckpt.unlink()  # the run is complete and result.json below holds what it measured
     lm.model.requires_grad_(False)
     loss_after, acc_after = evaluate(lm, enc_test)
-    result = RunResult(strategy, trainable, lm.num_params, steps, elapsed, elapsed / steps,
+    elapsed = sum(times)
+    steady = times[1:] or times  # the first step also allocates gradients and optimizer state
+    result = RunResult(strategy, trainable, lm.num_params, steps, elapsed, sum(steady) / len(steady),
                        loss_before, loss_after, acc_before, acc_after, _peak_mem_mb(lm.device),
                        tokens / elapsed if elapsed else 0.0, cache is not None, seed, lr, batch_size,
-                       sorted(current.trained), losses)
+                       sorted(current.trained), losses, times)
     if out is not None:
         result.save(Path(out) / "result.json")
     return result

@@ -10,6 +10,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .deviation import UNITS
 from .errors import FreezelabError
 from .gains import Gains
 from .law import Law, _as_curve
@@ -24,7 +25,10 @@ def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
 
 
 def plot_deviation(deviation, law: Law | None = None, ax: Axes | None = None) -> Figure:
-    """Deviation d_l (nats) over latent spaces l = 0..L, mean ± standard error band, fitted law dashed."""
+    """Deviation d_l over latent spaces l = 0..L, mean ± standard error band, fitted law dashed.
+
+    The y axis is in the lens's unit (`deviation.UNITS`): nats, or 1 - cosine for the cosine lens.
+    """
     d = _as_curve(deviation)
     fig, ax = _axes(ax, (7, 4))
     l = np.arange(d.size)
@@ -38,7 +42,8 @@ def plot_deviation(deviation, law: Law | None = None, ax: Axes | None = None) ->
         depth = "l" if law.offset == 0 else f"(l+{law.offset:g})"
         label = f"law: {law.E:.2f} + {law.A:.2f}·{depth}^-{law.alpha:.2f}, R² = {law.r2:.2f}"
         ax.plot(grid, law(grid), "--", label=label)
-    ax.set(xlabel="latent space l", ylabel="deviation d_l (nats)")
+    unit = UNITS.get(getattr(deviation, "lens", "logit"), "nats")
+    ax.set(xlabel="latent space l", ylabel=f"deviation d_l ({unit})")
     ax.legend()
     return fig
 

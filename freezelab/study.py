@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -34,6 +34,7 @@ LENS_VARIANTS = {"logit-full": ("logit", False), "logit-labels": ("logit", True)
                  "cosine": ("cosine", True), "kl": ("kl", True)}
 RULE_VARIANTS = {"argmax-excess": {}, "argmax-raw": {}, "budget": {"budget": 0.5}}
 CALIB_SIZES = (32, 64, 128, 256, 512)
+BUDGET = ("steps", "batch_size", "lr", "n_train", "n_test", "cuts", "max_length")  # what a run's result depends on
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,10 @@ class StudyScale:
 
 SCALES = {
     "full": StudyScale(("smollm2-135m", "gemma3-270m"), ("bbc-news", "movie-polarity", "kjv"),
-                       (0, 1, 2), steps=12, batch_size=8, lr=1e-4, n_train=400, n_test=128,
+                       (0, 1, 2), steps=10, batch_size=8, lr=3e-5, n_train=400, n_test=64,
                        cuts="even:4", strategies=("full", "top25", "random", "gradnorm:8", "lisa:8",
                                                   "lora", "lora-plan"),
-                       calib_sizes=CALIB_SIZES, max_length=128),
+                       calib_sizes=CALIB_SIZES, max_length=64),
     "ci": StudyScale(("smollm2-135m",), ("movie-polarity",), (0,), steps=2, batch_size=4, lr=1e-4,
                      n_train=16, n_test=8, cuts="even:2", strategies=("full", "top25"),
                      calib_sizes=(8, 16), max_length=48),
@@ -211,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     datasets = args.datasets.split(",") if args.datasets else scale.datasets
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else scale.seeds
     out = Path(args.out)
+    check_scale(out, args.scale, scale)
     for model in models:
         lm = load_model(model)
         for dataset in datasets:
@@ -228,6 +230,19 @@ def main(argv: Sequence[str] | None = None) -> None:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(json.dumps(ablations(model, dataset, scale), indent=2))
     collect(out, args.scale, scale)
+
+
+def check_scale(out: Path, scale_name: str, scale: StudyScale) -> None:
+    """Record the budget in `out/scale.json`; refuse to mix runs of another budget into `out`."""
+    wanted = {"scale": scale_name, **asdict(scale)}
+    path = out / "scale.json"
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if {k: stored.get(k) for k in BUDGET} != {k: json.loads(json.dumps(wanted[k])) for k in BUDGET}:
+            raise FreezelabError(f"{out} holds runs of another budget ({path}); pass a fresh --out "
+                                 "or remove its runs/ and scale.json")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(wanted, indent=2))
 
 
 def collect(out: Path, scale_name: str, scale: StudyScale) -> None:

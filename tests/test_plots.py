@@ -47,6 +47,12 @@ def test_plot_deviation_with_band_and_law(deviation):
     assert len(ax.lines) == 2 and ax.lines[1].get_linestyle() == "--"
     assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 1
     assert any("R²" in t and f"{law.r2:.2f}" in t for t in legend_texts(ax))
+    assert ax.get_ylabel() == "deviation d_l (nats)"
+
+
+def test_plot_deviation_labels_the_cosine_lens_without_nats(deviation):
+    cosine = types.SimpleNamespace(**{**vars(deviation), "lens": "cosine"})
+    assert plot_deviation(cosine).axes[0].get_ylabel() == "deviation d_l (1 - cosine)"
 
 
 def test_plot_deviation_plain_array_on_given_axes():
