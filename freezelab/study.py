@@ -34,6 +34,7 @@ LENS_VARIANTS = {"logit-full": ("logit", False), "logit-labels": ("logit", True)
                  "cosine": ("cosine", True), "kl": ("kl", True)}
 RULE_VARIANTS = {"argmax-excess": {}, "argmax-raw": {}, "budget": {"budget": 0.5}}
 CALIB_SIZES = (32, 64, 128, 256, 512)
+MEASURES = ("acc", "loss", "cost_ratio", "cost_ratio_measured", "cost_ratio_measured_blocks")
 BUDGET = ("steps", "batch_size", "lr", "n_train", "n_test", "cuts", "max_length")  # what a run's result depends on
 
 
@@ -121,14 +122,16 @@ def summarise(rows: Sequence[dict]) -> dict:
         strategies = {}
         for s in sweeps:  # measured cost: step seconds relative to full fine-tuning in the same sweep
             full = s["strategies"].get("full", {}).get("step_seconds")
+            blocks = next((c["step_seconds"] for c in s["cuts"] if c["cut"] == 0), None)
             for v in s["strategies"].values():
                 v["cost_ratio_measured"] = v["step_seconds"] / full if full else float("nan")
+                v["cost_ratio_measured_blocks"] = v["step_seconds"] / blocks if blocks else float("nan")
         for name in names:
-            values = {k: [s["strategies"][name][k] for s in sweeps]
-                      for k in ("acc", "loss", "cost_ratio", "cost_ratio_measured")}
+            values = {k: [s["strategies"][name][k] for s in sweeps] for k in MEASURES}
             strategies[name] = {k: float(np.mean(v)) for k, v in values.items()}
             strategies[name].update({f"{k}_std": float(np.std(values[k])) for k in ("acc", "loss")})
         spearman = [s["spearman"] for s in sweeps]
+        mine = strategies.get("semantic-plan")
         summary.append({
             "model": model, "dataset": dataset, "seeds": [s["seed"] for s in sweeps],
             "complete": all(s.get("complete", False) for s in sweeps),
@@ -137,6 +140,11 @@ def summarise(rows: Sequence[dict]) -> dict:
             "spearman": float(np.nanmean(spearman)) if not np.all(np.isnan(spearman)) else None,
             "spearman_per_seed": spearman, "regret": float(np.mean([s["regret"] for s in sweeps])),
             "regret_per_seed": [s["regret"] for s in sweeps],
+            "regret_std": float(np.std([s["regret"] for s in sweeps])),
+            "best_strategy": min(strategies, key=lambda n: strategies[n]["loss"]) if strategies else None,
+            "beaten_by": [] if mine is None else sorted(  # as cheap or cheaper (modelled) and lower loss
+                n for n, v in strategies.items()
+                if n != "semantic-plan" and v["cost_ratio"] <= mine["cost_ratio"] + 1e-9 and v["loss"] < mine["loss"]),
             "loss_before": float(np.mean([s["loss_before"] for s in sweeps])),
             "acc_before": float(np.mean([s["acc_before"] for s in sweeps])),
             "strategies": strategies,
@@ -172,6 +180,20 @@ def markdown(summary: dict, ablation_rows: Sequence[dict], scale_name: str, scal
     lines = [f"Study scale `{scale_name}`: {scale.steps} AdamW steps of batch {scale.batch_size}, "
              f"lr {scale.lr}, at most {scale.n_train} training and {scale.n_test} held-out examples, "
              f"prompts cut to {scale.max_length} tokens, cuts `{scale.cuts}` plus the chosen one.", ""]
+    lines += ["## Overview", "",
+              "Means over seeds. *Beaten by*: strategies with a lower held-out loss at an equal or lower "
+              "modelled cost than the semantic-aware plan.", "",
+              "| model | dataset | seeds | chosen cut per seed | Spearman | regret (nats) | "
+              "plan loss | best strategy (loss) | beaten by |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in summary["rows"]:
+        sp = "n/a" if row["spearman"] is None else f"{row['spearman']:.2f}"
+        plan_loss = row["strategies"].get("semantic-plan", {}).get("loss", float("nan"))
+        best = row["best_strategy"]
+        best_text = "n/a" if best is None else f"{best} ({row['strategies'][best]['loss']:.3f})"
+        lines.append(f"| {row['model']} | {row['dataset']} | {len(row['seeds'])} | {row['chosen_cut']} | {sp} | "
+                     f"{row['regret']:.3f} ± {row['regret_std']:.3f} | {plan_loss:.3f} | {best_text} | "
+                     f"{', '.join(row['beaten_by']) or 'none'} |")
+    lines.append("")
     for row in summary["rows"]:
         sp = "n/a" if row["spearman"] is None else f"{row['spearman']:.2f}"
         partial = "" if row["complete"] else (
@@ -183,11 +205,12 @@ def markdown(summary: dict, ablation_rows: Sequence[dict], scale_name: str, scal
                   f"Spearman(predicted, realised) {sp} (per seed {[round(s, 2) for s in row['spearman_per_seed']]}); "
                   f"regret {row['regret']:.3f} nats; before fine-tuning loss {row['loss_before']:.3f}, "
                   f"accuracy {row['acc_before']:.3f}.{partial}", "",
-                  "| strategy | accuracy | loss (nats) | cost ratio (modelled) | step time ratio (measured) |",
-                  "| --- | --- | --- | --- | --- |"]
+                  "| strategy | accuracy | loss (nats) | cost ratio (modelled) | step time vs full (measured) "
+                  "| step time vs cut 0 (measured) |", "| --- | --- | --- | --- | --- | --- |"]
         for name, s in sorted(row["strategies"].items(), key=lambda kv: kv[1]["cost_ratio"]):
             lines.append(f"| {name} | {s['acc']:.3f} ± {s['acc_std']:.3f} | {s['loss']:.3f} ± "
-                         f"{s['loss_std']:.3f} | {s['cost_ratio']:.3f} | {s['cost_ratio_measured']:.3f} |")
+                         f"{s['loss_std']:.3f} | {s['cost_ratio']:.3f} | {s['cost_ratio_measured']:.3f} "
+                         f"| {s['cost_ratio_measured_blocks']:.3f} |")
         lines.append("")
     for a in ablation_rows:
         lines += [f"## Ablation: {a['model']} on {a['dataset']}", "",

@@ -139,6 +139,7 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "even:6", s
                                                  "cost_ratio": point.cost_ratio, "step_seconds": r.step_seconds}
         store()
 
+    label_rows = None if planned.trace.label_ids is None else len(planned.trace.label_ids)  # as the cut curve
     plan_path = Path(tempfile.mkdtemp()) / "plan.json" if out is None else out / "plan.json"
     if out is None:
         chosen.save(plan_path)  # lora-plan reads the plan from a file
@@ -149,7 +150,7 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "even:6", s
         r = _run(spec.replace(":", "_"), out, lambda folder: finetune(
             model, task, strategy_plan, train, test, out=folder, strategy=spec, **common))
         first = strategy_plan(0) if callable(strategy_plan) else strategy_plan
-        ratio = cost(model, first, planned.seq_len, batch_size).cost_ratio
+        ratio = cost(model, first, planned.seq_len, batch_size, label_rows=label_rows).cost_ratio
         sweep.strategies[spec] = {"acc": r.acc_after, "loss": r.loss_after, "cost_ratio": ratio,
                                   "step_seconds": r.step_seconds, "trainable_params": r.trainable_params}
         store()
