@@ -153,25 +153,27 @@ def summarise(rows: Sequence[dict]) -> dict:
 
 
 def figure(row: dict, sweeps: Sequence[dict], path: Path) -> None:
-    """Held-out loss vs modelled cost ratio: each seed's cut curve, and every strategy's mean."""
+    """Held-out loss and accuracy vs modelled cost ratio: each seed's cut curve, every strategy's mean ± std."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for s in sweeps:
-        cuts = s["cuts"]
-        ax.plot([c["cost_ratio"] for c in cuts], [c["loss"] for c in cuts], "o-", color="0.6", alpha=0.6,
-                label="cuts (one line per seed)" if s is sweeps[0] else None)
-    for i, (name, v) in enumerate(sorted(row["strategies"].items())):
-        ax.errorbar(v["cost_ratio"], v["loss"], yerr=v["loss_std"], fmt="*" if name == "semantic-plan" else "s",
-                    ms=12 if name == "semantic-plan" else 6, color=plt.cm.tab10(i % 10), label=name, zorder=3)
-    ax.axhline(row["loss_before"], ls=":", color="k", label="before fine-tuning")
-    ax.set(xlabel="cost ratio (step FLOPs / full fine-tuning)", ylabel="held-out loss (nats)",
-           title=f"{row['model']} on {row['dataset']} ({len(sweeps)} seeds)")
-    ax.legend(fontsize=7, ncol=2)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
+    for ax, key, unit in ((axes[0], "loss", "held-out loss (nats)"), (axes[1], "acc", "held-out accuracy")):
+        for s in sweeps:
+            cuts = s["cuts"]
+            ax.plot([c["cost_ratio"] for c in cuts], [c[key] for c in cuts], "o-", color="0.6", alpha=0.6,
+                    label="cuts (one line per seed)" if s is sweeps[0] else None)
+        for i, (name, v) in enumerate(sorted(row["strategies"].items())):
+            star = name == "semantic-plan"
+            ax.errorbar(v["cost_ratio"], v[key], yerr=v[f"{key}_std"], fmt="*" if star else "s",
+                        ms=12 if star else 6, color=plt.cm.tab10(i % 10), label=name, zorder=3)
+        ax.axhline(row[f"{key}_before"], ls=":", color="k", label="before fine-tuning")
+        ax.set(xlabel="cost ratio (step FLOPs / full fine-tuning)", ylabel=unit)
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.suptitle(f"{row['model']} on {row['dataset']} ({len(sweeps)} seed{'s' * (len(sweeps) != 1)})")
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
