@@ -50,9 +50,17 @@ def test_summary_says_which_cheaper_strategies_beat_the_plan():
     assert row["beaten_by"] == ["top25"]
 
 
+def test_study_refuses_to_mix_runs_of_another_budget(tmp_path):
+    (tmp_path / "scale.json").write_text(json.dumps({"scale": "ci", "steps": 2, "lr": 1.0}))
+    with pytest.raises(FreezelabError, match="another budget"):
+        study_main(["--scale", "ci", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "scale.json").read_text())["lr"] == 1.0  # left as it was
+
+
 @pytest.mark.slow
 def test_study_at_ci_scale(tmp_path):
     study_main(["--scale", "ci", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "scale.json").read_text())["steps"] == 2  # the budget, recorded
     summary = json.loads((tmp_path / "summary.json").read_text())
     (row,) = summary["rows"]
     assert row["model"] == "smollm2-135m" and row["dataset"] == "movie-polarity" and row["seeds"] == [0]
