@@ -177,6 +177,10 @@ def figure(row: dict, sweeps: Sequence[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _spearman_text(row: dict) -> str:
+    return "n/a" if row["spearman"] is None else f"{row['spearman']:.2f}"
+
+
 def markdown(summary: dict, ablation_rows: Sequence[dict], scale_name: str, scale: StudyScale) -> str:
     """The tables the results chapter includes."""
     lines = [f"Study scale `{scale_name}`: {scale.steps} AdamW steps of batch {scale.batch_size}, "
@@ -188,7 +192,7 @@ def markdown(summary: dict, ablation_rows: Sequence[dict], scale_name: str, scal
               "| model | dataset | seeds | chosen cut per seed | Spearman | regret (nats) | "
               "plan loss | best strategy (loss) | beaten by |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in summary["rows"]:
-        sp = "n/a" if row["spearman"] is None else f"{row['spearman']:.2f}"
+        sp = _spearman_text(row)
         plan_loss = row["strategies"].get("semantic-plan", {}).get("loss", float("nan"))
         best = row["best_strategy"]
         best_text = "n/a" if best is None else f"{best} ({row['strategies'][best]['loss']:.3f})"
@@ -197,7 +201,7 @@ def markdown(summary: dict, ablation_rows: Sequence[dict], scale_name: str, scal
                      f"{', '.join(row['beaten_by']) or 'none'} |")
     lines.append("")
     for row in summary["rows"]:
-        sp = "n/a" if row["spearman"] is None else f"{row['spearman']:.2f}"
+        sp = _spearman_text(row)
         partial = "" if row["complete"] else (
             " **Partial: interrupted before every run ended** (cuts run per seed "
             f"{row['cuts_run']}; only the strategies listed below ran).")
@@ -263,7 +267,7 @@ def check_scale(out: Path, scale_name: str, scale: StudyScale) -> None:
     path = out / "scale.json"
     if path.exists():
         stored = json.loads(path.read_text())
-        if {k: stored.get(k) for k in BUDGET} != {k: json.loads(json.dumps(wanted[k])) for k in BUDGET}:
+        if {k: stored.get(k) for k in BUDGET} != {k: wanted[k] for k in BUDGET}:
             raise FreezelabError(f"{out} holds runs of another budget ({path}); pass a fresh --out "
                                  "or remove its runs/ and scale.json")
     out.mkdir(parents=True, exist_ok=True)
