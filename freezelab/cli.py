@@ -107,7 +107,7 @@ def _cmd_finetune(args: argparse.Namespace) -> None:
                       batch_size=args.batch_size, seed=args.seed, cache_prefix=args.cache_prefix,
                       max_length=args.max_length, out=args.out, resume=args.resume,
                       strategy=args.plan, first_token=args.first_token)
-    print(json.dumps({k: v for k, v in result.to_dict().items() if k != "train_losses"}, indent=2))
+    print(json.dumps({k: v for k, v in result.to_dict().items() if k not in ("train_losses", "step_times", "per_example_loss", "per_example_correct")}, indent=2))
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:

@@ -120,6 +120,10 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
         raise FreezelabError(f"unknown dtype '{dtype}': use auto, fp32, bf16 or fp16") from None
 
 
+class _Stop(Exception):
+    """Raised by a hook to end a forward early."""
+
+
 @dataclass
 class LoadedModel:
     """A causal LM with its tokenizer and adapter. Blocks are numbered 1..L in the method, 0..L-1 here."""
@@ -176,6 +180,58 @@ class LoadedModel:
     @property
     def num_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """h_0, the input of block 1: (B, T) ids -> (B, T, d).
+
+        The backbone's own forward runs up to block 1 (token and position embeddings, scaling) and
+        stops there, so every family embeds exactly as it does in a full forward."""
+        got: list[torch.Tensor] = []
+
+        def stop(_module, args, kwargs):
+            got.append(args[0] if args else kwargs["hidden_states"])
+            raise _Stop
+
+        handle = self.blocks[0].register_forward_pre_hook(stop, with_kwargs=True)
+        try:
+            self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        return got[0]
+
+    def run_blocks(self, h: torch.Tensor, attention_mask: torch.Tensor, start: int = 0,
+                   stop: int | None = None, keep: bool = False,
+                   select: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                   ) -> torch.Tensor | list[torch.Tensor]:
+        """Run blocks start+1..stop (0-based `blocks[start:stop]`) from h_start: (B, T, d) -> h_stop.
+
+        `attention_mask` (B, T) marks the real tokens of right-padded prompts. With `keep`, returns
+        the list [h_start, ..., h_stop] instead (every latent space the span passes through), each
+        passed through `select` first when given (e.g. only the prediction positions)."""
+        stop = self.num_layers if stop is None else stop
+        if not 0 <= start <= stop <= self.num_layers:
+            raise FreezelabError(f"blocks {start}..{stop} are out of range 0..{self.num_layers}")
+        kwargs = self.arch.context(self.backbone, h, attention_mask)
+        pick = select or (lambda x: x)
+        states = [pick(h)]
+        for i in range(start, stop):
+            out = self.blocks[i](h, **kwargs[i])
+            h = out[0] if isinstance(out, tuple) else out
+            if keep:
+                states.append(pick(h))
+        return states if keep else h
+
+    def finish(self, h_last: torch.Tensor) -> torch.Tensor:
+        """N(h_L) (and the projection some families apply after N): what the head reads, (..., d)."""
+        h = self.final_norm(h_last)
+        after = None if self.arch.after_norm is None else self.arch.get(self.backbone, self.arch.after_norm)
+        return h if after is None else after(h)
+
+    def forward_from(self, h: torch.Tensor, start: int, attention_mask: torch.Tensor) -> torch.Tensor:
+        """N(h_L) from h_start: blocks start+1..L only, (B, T, d) -> (B, T, d)."""
+        return self.finish(self.run_blocks(h, attention_mask, start))
 
     def unembed(self, h_normed: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Logits W N(h) (+ bias, soft-capped where the family does so).

@@ -1,16 +1,16 @@
 """Step 1: the transition trace h_0..h_L of the latent representation at the prediction position.
 
-Hooks read the input of block 1 (h_0, the embedding output) and the output of every block
-(h_1..h_L, raw residual stream, before the final norm N) and keep only the prediction position,
-so memory never grows with sequence length and the LM head is never run.
+h_0 is the embedding output (the input of block 1), h_1..h_L each block's output (raw residual
+stream, before the final norm N), read by running the blocks one by one (`LoadedModel.run_blocks`);
+only the prediction position is kept, so memory never grows with the number of examples' tokens
+and the LM head is never run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -41,40 +41,6 @@ class Trace:
                      None if self.labels is None else self.labels[idx], self.seconds)
 
 
-def _hidden(output: object) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
-
-
-@contextlib.contextmanager
-def record(lm: LoadedModel, positions: list[torch.Tensor], out: list[torch.Tensor]) -> Iterator[None]:
-    """While active, each forward appends (B, L+1, d) prediction-position states to `out`.
-
-    `positions[0]` must hold the (B,) prediction positions of the batch about to run.
-    """
-    states: list[torch.Tensor] = []
-
-    def grab(h: torch.Tensor) -> None:
-        states.append(h[torch.arange(h.shape[0], device=h.device), positions[0]].float().cpu())
-
-    def pre(_module, args, kwargs):
-        states.clear()
-        grab(args[0] if args else kwargs["hidden_states"])
-
-    def post(_module, _args, output):
-        grab(_hidden(output))
-        if len(states) == lm.num_layers + 1:
-            out.append(torch.stack(states, 1))
-
-    blocks = lm.blocks
-    handles = [blocks[0].register_forward_pre_hook(pre, with_kwargs=True)]
-    handles += [b.register_forward_hook(post) for b in blocks]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
 def run_backbone(lm: LoadedModel, batch: Batch) -> torch.Tensor:
     """The backbone's last hidden state N(h_L) for a batch: (B, T, d)."""
     return lm.backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
@@ -82,16 +48,20 @@ def run_backbone(lm: LoadedModel, batch: Batch) -> torch.Tensor:
 
 
 def trace_encoded(lm: LoadedModel, enc: Encoded, batch_size: int = 16, progress: bool = True) -> Trace:
-    """`trace` on already-encoded examples."""
+    """`trace` on already-encoded examples.
+
+    Per batch: h_0 from the embeddings, then `run_blocks` keeps every latent space; the prediction
+    positions are gathered on the device and copied to the CPU once (no sync per block)."""
     start = time.perf_counter()
-    positions: list[torch.Tensor] = [torch.empty(0)]
     out: list[torch.Tensor] = []
     pad = lm.tokenizer.pad_token_id if lm.tokenizer is not None else 0
-    with torch.inference_mode(), record(lm, positions, out):
-        for batch in tqdm(list(batches(enc, batch_size, pad, lm.device)), desc="trace",
-                          disable=not progress, leave=False):
-            positions[0] = batch.positions
-            run_backbone(lm, batch)
+    with torch.inference_mode():
+        for batch in tqdm(batches(enc, batch_size, pad, lm.device), total=-(-len(enc) // batch_size),
+                          desc="trace", disable=not progress, leave=False):
+            rows = torch.arange(len(batch.positions), device=batch.positions.device)
+            states = lm.run_blocks(lm.embed(batch.input_ids, batch.attention_mask), batch.attention_mask,
+                                   keep=True, select=lambda h: h[rows, batch.positions])
+            out.append(torch.stack(states, 1).float().cpu())
     return Trace(torch.cat(out), enc.targets, enc.label_ids, enc.labels, time.perf_counter() - start)
 
 

@@ -10,7 +10,7 @@ from freezelab.arch import ARCHITECTURES, architecture_for
 from freezelab.errors import FreezelabError
 from freezelab.models import (OFFLINE_MODELS, LoadedModel, list_models, load_model, random_model,
                               resolve_device, resolve_dtype)
-from freezelab.trace import record, run_backbone
+from freezelab.trace import run_backbone
 from freezelab.encode import Batch
 
 TINY = {
@@ -52,12 +52,13 @@ def test_adapter_reads_every_family(name):
     assert all(p is not None for p in lm.embeddings)
     assert lm.tied == bool(getattr(config, "tie_word_embeddings", False))
     batch = a_batch(lm.vocab_size)
-    states: list[torch.Tensor] = []
-    with torch.no_grad(), record(lm, [batch.positions], states):
+    rows = torch.arange(2)
+    with torch.no_grad():
         last = run_backbone(lm, batch)
         logits = lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    rows = torch.arange(2)
-    h = states[0]  # (B, L+1, d) at the prediction positions
+        states = lm.run_blocks(lm.embed(batch.input_ids, batch.attention_mask), batch.attention_mask,
+                               keep=True, select=lambda x: x[rows, batch.positions])
+    h = torch.stack(states, 1)  # (B, L+1, d) at the prediction positions
     assert h.shape == (2, 4, lm.hidden_size)
     # HF's last hidden state is N(h_L): the adapter's final norm applied to the last block's output
     assert torch.allclose(lm.final_norm(h[:, -1]), last[rows, batch.positions], atol=1e-5)
