@@ -3,7 +3,8 @@
 Every lens first applies the final norm N, so that at l = L it reads exactly what the model says.
 - `logit`: cross-entropy of softmax(W N(h_l)) at y (nats); restricted to the label tokens by default.
 - `cosine`: 1 - cos(N(h_l), s_y), s_y the semantic basis of y (unitless, in [0, 2]).
-- `kl`: KL(p_L || p_l) (nats), label-free: distance to the model's own final prediction.
+- `kl`: KL(p_L || p_l) (nats), label-free: distance to the model's own final prediction, over the
+  whole vocabulary by default (restricting it to the label tokens is an option).
 """
 
 from __future__ import annotations
@@ -65,9 +66,13 @@ def lens_log_probs(lm: LoadedModel, hn: torch.Tensor, rows: torch.Tensor | None)
 
 
 def deviation(trace: Trace, lm: LoadedModel, lens: str = "logit",
-              restrict_to_labels: bool = True) -> Deviation:
-    """d_l per example and on average, for l = 0..L (see the module docstring for each lens)."""
+              restrict_to_labels: bool | None = None) -> Deviation:
+    """d_l per example and on average, for l = 0..L (see the module docstring for each lens).
+
+    `restrict_to_labels` None means the lens's default: True for `logit`, False for `kl` (label-free)."""
     check_lens(lens)
+    if restrict_to_labels is None:
+        restrict_to_labels = lens != "kl"
     restrict = restrict_to_labels and trace.label_ids is not None
     hn = normed(lm, trace)
     n, layers = hn.shape[:2]

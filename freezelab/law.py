@@ -18,6 +18,13 @@ from .errors import FreezelabError
 LOSSES = ("linear", "soft_l1", "huber", "cauchy", "arctan")
 
 
+BOUND_TOLERANCE = 1e-6  # a parameter within this share of the trace's range (alpha: absolute) of 0 is on its bound
+
+
+class BoundWarning(UserWarning):
+    """The fitted law has a parameter on its bound (E, A or alpha = 0)."""
+
+
 class LowFitWarning(UserWarning):
     """The law explains little of the trace (R^2 below `min_r2`): the excess gains are mostly noise."""
 
@@ -50,6 +57,7 @@ class Law:
     offset: float  # 0 when the fit starts at l = 1; 1 when l = 0 is included (keeps dhat(0) finite)
     first_layer: int  # first latent space used by the fit
     r2: float  # coefficient of determination over the fitted points
+    at_bound: tuple[str, ...] = ()  # parameters the fit pushed onto their bound (E = 0, alpha = 0 ...)
 
     def __call__(self, l) -> np.ndarray:
         """dhat at latent spaces `l` (any shape), nats. Infinite at l = 0 when offset = 0 and A > 0."""
@@ -64,10 +72,11 @@ class Law:
 
     @classmethod
     def from_dict(cls, d: dict) -> Law:
-        missing = [f.name for f in fields(cls) if f.name not in d]
+        missing = [f.name for f in fields(cls) if f.name not in d and f.name != "at_bound"]
         if missing:
             raise FreezelabError(f"a saved law needs the keys {missing}; save it with Law.to_dict()")
-        return cls(**{f.name: d[f.name] for f in fields(cls)})
+        return cls(**{f.name: tuple(d[f.name]) if f.name == "at_bound" else d[f.name]
+                      for f in fields(cls) if f.name in d})
 
 
 def _noise_scale(y: np.ndarray) -> float:
@@ -127,4 +136,14 @@ def fit_scaling_law(
             LowFitWarning,
             stacklevel=2,
         )
-    return Law(E=float(E), A=float(A), alpha=float(alpha), offset=offset, first_layer=first, r2=r2)
+    scale = max(float(np.ptp(y)), 1e-12)
+    at_bound = tuple(name for name, value in (("E", E), ("A", A), ("alpha", alpha))
+                     if value <= BOUND_TOLERANCE * (scale if name != "alpha" else 1.0))
+    if at_bound:
+        warnings.warn(
+            f"the law fit sits on the bound of {', '.join(n + ' = 0' for n in at_bound)}: the law is "
+            "degenerate there (with E = 0 it decays to zero; with alpha or A = 0 it is flat and every "
+            "expected gain is zero, so the excess gain is just the observed gain)",
+            BoundWarning, stacklevel=2)
+    return Law(E=float(E), A=float(A), alpha=float(alpha), offset=offset, first_layer=first, r2=r2,
+               at_bound=at_bound)

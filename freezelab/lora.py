@@ -9,6 +9,8 @@ from __future__ import annotations
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+import torch
+
 from .errors import FreezelabError
 from .freeze import check_plan
 from .models import LoadedModel
@@ -57,12 +59,16 @@ def lora_blocks(lm: LoadedModel) -> list[int]:
     return [i for i, b in enumerate(lm.blocks) if any("lora_" in n for n, _ in b.named_parameters())]
 
 
-def inject_lora(lm: LoadedModel, plan: Plan, r: int = 8, alpha: int = 16) -> None:
-    """Add LoRA adapters (B = 0, so the model's outputs are unchanged) to the plan's trained blocks, in place."""
+def inject_lora(lm: LoadedModel, plan: Plan, r: int = 8, alpha: int = 16, seed: int = 0) -> None:
+    """Add LoRA adapters (B = 0, so the model's outputs are unchanged) to the plan's trained blocks, in
+    place. The random A matrices are drawn from `seed` (the global RNG is left as it was)."""
     if lora_blocks(lm):
         raise FreezelabError(f"'{lm.name}' already has LoRA adapters in blocks {lora_blocks(lm)}; "
                              "reload the model to inject new ones")
-    _peft().inject_adapter_in_model(lora_config_for(plan, lm, r, alpha), lm.model)
+    with torch.random.fork_rng(devices=[lm.device] if lm.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        _peft().inject_adapter_in_model(lora_config_for(plan, lm, r, alpha), lm.model)
+    lm.model.to(lm.device, lm.dtype)
 
 
 def ensure_lora(lm: LoadedModel, plan: Plan) -> None:

@@ -14,7 +14,7 @@ from .deviation import Deviation, check_lens, deviation
 from .encode import encode
 from .errors import FreezelabError
 from .gains import Gains, layer_gains
-from .law import Law, LowFitWarning, fit_scaling_law
+from .law import BoundWarning, Law, LowFitWarning, fit_scaling_law
 from .models import LoadedModel
 from .plan import Plan, check_rule, plan
 from .trace import Trace, trace_encoded
@@ -38,7 +38,7 @@ class PlanRun:
 
 
 def make_plan(lm: LoadedModel, task: Task, calib: Sequence[Example], *, lens: str = "logit",
-              restrict_to_labels: bool = True, include_embedding: bool = False,
+              restrict_to_labels: bool | None = None, include_embedding: bool = False,
               rule: str = "argmax-excess", budget: float | None = None, cached: bool = False,
               batch_size: int = 16, max_length: int = 256, first_token: bool = False,
               progress: bool = True) -> PlanRun:
@@ -53,6 +53,7 @@ def make_plan(lm: LoadedModel, task: Task, calib: Sequence[Example], *, lens: st
     dev = deviation(tr, lm, lens=lens, restrict_to_labels=restrict_to_labels)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", LowFitWarning)
+        warnings.simplefilter("always", BoundWarning)
         law = fit_scaling_law(dev, include_embedding=include_embedding)
     gains = layer_gains(dev, law)
     seq_len = round(sum(len(p) for p in enc.prompts) / len(enc))

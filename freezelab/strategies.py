@@ -211,14 +211,14 @@ def _lora(ctx: Context, arg: str) -> Plan:
     _no_arg("lora", arg)
     plan = Plan.from_cut(ctx.lm.num_layers, 0, rule="lora")
     plan.train_final_norm = False
-    plan.extras["lora"] = dict(LORA_DEFAULTS)
+    plan.extras["lora"] = dict(LORA_DEFAULTS, seed=ctx.seed)
     return plan
 
 
 def _lora_plan(ctx: Context, arg: str) -> Plan:
     base = _load_plan(ctx, arg or ctx.plan_path, "lora-plan")
     return replace(base, rule="lora-plan", train_final_norm=False,
-                   extras={**base.extras, "base_rule": base.rule, "lora": dict(LORA_DEFAULTS)})
+                   extras={**base.extras, "base_rule": base.rule, "lora": dict(LORA_DEFAULTS, seed=ctx.seed)})
 
 
 def _plan_file(ctx: Context, arg: str) -> Plan:
