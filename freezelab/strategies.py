@@ -106,8 +106,8 @@ def relative_grad_norms(lm: LoadedModel, task: Task, calib: Sequence[Example], m
     lm.model.requires_grad_(True)
     try:
         for batch in batches(enc, batch_size, lm.tokenizer.pad_token_id, lm.device):
-            loss, _ = batch_loss(lm, enc, batch)
-            (loss * len(batch.targets) / len(enc)).backward()
+            loss, _ = batch_loss(lm, enc, batch)  # per example
+            (loss.sum() / len(enc)).backward()
         return [_relative_norm(block) for block in lm.blocks]
     finally:
         for p, flag in zip(params, flags):
