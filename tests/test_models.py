@@ -146,3 +146,29 @@ def test_list_models_marks_offline(smollm):
     assert rows["smollm2-135m"].offline
     assert not rows["gpt2"].offline
     assert rows["random:smollm2-135m"].offline
+
+
+def test_local_hub_folder_loads_by_path(tmp_path, monkeypatch):
+    """A Hugging Face folder (`save_pretrained`) loads by its path through the hub-id code path."""
+    import freezelab.models as models
+    from transformers import AutoTokenizer
+
+    converted = models.cache_dir() / "models" / "smollm2-135m"
+    if not (converted / "tokenizer.json").exists():
+        pytest.skip(f"the converted SmolLM2 tokenizer is not in {converted} (load smollm2-135m once)")
+    folder = tmp_path / "tiny-smollm2"
+    twin = random_model("smollm2-135m", **{**TINY["smollm2-135m"], "vocab_size": 49152})
+    twin.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(converted).save_pretrained(folder)
+
+    seen = []
+    hub = models._load_hub
+    monkeypatch.setattr(models, "_load_hub", lambda name: seen.append(name) or hub(name))
+    lm = load_model(str(folder), device="cpu")
+    assert seen == [str(folder)], "a local folder must go through the same loader as a hub id"
+    assert lm.num_layers == 3 and lm.arch.name == "llama" and lm.tokenizer is not None
+    ids = lm.tokenizer("The capital of France is", return_tensors="pt").input_ids
+    with torch.inference_mode():
+        logits = lm.model(input_ids=ids).logits
+    expected = twin.eval()(input_ids=ids).logits
+    assert torch.allclose(logits, expected, atol=1e-5)

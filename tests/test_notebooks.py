@@ -144,15 +144,29 @@ def test_scale_presets():
     from freezelab.errors import FreezelabError
     from freezelab.scale import PRESETS, preset
 
-    ci, full = preset("ci"), preset("full")
-    assert set(PRESETS) == {"ci", "full"}
-    for field in ("n_calib", "n_train", "n_test", "steps"):
-        assert 0 < getattr(ci, field) <= getattr(full, field), field
+    ci, full, gpu = preset("ci"), preset("full"), preset("gpu")
+    assert set(PRESETS) == {"ci", "full", "gpu"}
+    for field in ("n_calib", "n_train", "n_test", "steps", "max_length"):
+        assert 0 < getattr(ci, field) <= getattr(full, field) <= getattr(gpu, field), field
     assert ci.n_train >= 2 * ci.batch_size and full.n_train >= 2 * full.batch_size
+    # gpu: a real fine-tuning budget on a T4, at least one epoch over at least 1,000 examples
+    assert gpu.n_train >= 1000 and gpu.steps * gpu.batch_size >= gpu.n_train
+    assert gpu.n_test >= 400 and gpu.max_length >= 128
     with pytest.raises(FreezelabError, match="unknown scale 'huge'"):
         preset("huge")
     with pytest.raises(Exception):
         ci.steps = 5  # frozen
+
+
+def test_auto_scale_follows_cuda(monkeypatch):
+    import torch
+
+    from freezelab.scale import preset
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert preset("auto").name == "gpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert preset("auto").name == "full"
 
 
 # --- widget views ------------------------------------------------------------------------------
