@@ -3,8 +3,8 @@
 
     python book/build.py [--strict] [--notebooks DIR]
 
-1. Copies ``DIR/*.ipynb`` (default: the repository's ``notebooks/``) into
-   ``book/notebooks/`` (git-ignored), replacing what was there.
+1. Copies ``DIR/*.ipynb`` (default: the repository's ``notebooks/``) and the images of
+   ``DIR/figures/`` into ``book/notebooks/`` (git-ignored), replacing what was there.
 2. Fails with a clear message if a notebook named in ``book/_toc.yml`` is missing.
 3. Runs ``jupyter-book build book`` (with ``-W -n --keep-going`` under ``--strict``:
    every Sphinx warning is an error) and exits with its status.
@@ -24,6 +24,7 @@ from pathlib import Path
 BOOK = Path(__file__).resolve().parent
 REPO = BOOK.parent
 NOTEBOOK_PREFIX = "notebooks/"
+FIGURES = "figures"
 
 
 def toc_files(toc_path: Path) -> list[str]:
@@ -62,6 +63,8 @@ def copy_notebooks(src: Path, book: Path = BOOK) -> list[Path]:
         target = dest / nb.name
         shutil.copy2(nb, target)
         copied.append(target)
+    if (src / FIGURES).is_dir():  # images the notebooks' markdown shows (the pipeline figures)
+        shutil.copytree(src / FIGURES, dest / FIGURES, ignore=shutil.ignore_patterns("*.py"))
     return copied
 
 

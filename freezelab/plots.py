@@ -1,6 +1,9 @@
-"""Figures of the method: deviation trace and law, gains and cut, benefit vs cost, lens heatmap.
+"""Figures of the method: deviation trace and law, gains and cut, benefit vs cost, lens heatmap,
+and the pipeline of the method with the steps a chapter covers.
 
 Each function draws on `ax` (a new figure when None) and returns the Figure; none calls plt.show.
+`book_style()` sets what every notebook figure uses: 150 dpi and fonts that stay legible when a
+figure of at most 8 inches is shown at the book's column width.
 """
 
 from __future__ import annotations
@@ -15,6 +18,20 @@ from .errors import FreezelabError
 from .gains import Gains
 from .law import Law, _as_curve
 from .plan import Plan
+
+
+DPI = 150
+MAX_WIDTH = 8.0  # inches: wider figures are shrunk to the column width until their text is illegible
+
+# The method's steps (METHOD.md, book/method.md) and the steps each chapter notebook covers.
+PIPELINE = ("trace", "deviation", "law", "gains", "plan", "cost", "evaluation")
+CHAPTER_STEPS = {1: (1,), 2: (1, 2), 3: (2,), 4: (3, 4), 5: (5, 6), 6: (6,), 7: (7,)}
+
+
+def book_style() -> None:
+    """Matplotlib settings of the book's figures: 150 dpi, 11-point text."""
+    plt.rcParams.update({"figure.dpi": DPI, "savefig.dpi": DPI, "font.size": 11,
+                         "axes.titlesize": 12, "legend.fontsize": 10})
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
@@ -51,7 +68,7 @@ def plot_deviation(deviation, law: Law | None = None, ax: Axes | None = None) ->
 def plot_gains(gains: Gains, plan: Plan | None = None, ax: Axes | None = None) -> Figure:
     """Observed, expected and excess gain (nats) of blocks 1..L as grouped bars; frozen blocks shaded."""
     L = gains.excess.size
-    fig, ax = _axes(ax, (max(7, 0.35 * L), 4))
+    fig, ax = _axes(ax, (MAX_WIDTH, 4))
     blocks = np.arange(1, L + 1)
     width = 0.28
     for i, name in enumerate(("observed", "expected", "excess")):
@@ -61,8 +78,9 @@ def plot_gains(gains: Gains, plan: Plan | None = None, ax: Axes | None = None) -
         k = plan.chosen_layer
         ax.axvspan(0.5, k + 0.5, color="grey", alpha=0.15, label=f"frozen: blocks 1..{k}")
         ax.axvline(k + 0.5, color="red", linestyle=":", label=f"cut after block k* = {k} ({plan.rule})")
-    ax.set(xlabel="block l", ylabel="gain (nats)", xticks=blocks)
-    ax.legend()
+    ticks = blocks if L <= 16 else np.r_[1, blocks[1::2]]  # every other block when there are many
+    ax.set(xlabel="block l", ylabel="gain (nats)", xticks=ticks)
+    ax.legend(fontsize="small", ncols=2)
     return fig
 
 
@@ -101,11 +119,35 @@ def plot_lens_heatmap(tokens: list[list[str]], probs: np.ndarray, ax: Axes | Non
             f"got probs of shape {probs.shape} and token rows of lengths {[len(row) for row in tokens]}"
         )
     n, k = probs.shape
-    fig, ax = _axes(ax, (1.3 * k + 2, 0.3 * n + 1.5))
+    fig, ax = _axes(ax, (min(MAX_WIDTH, 1.2 * k + 2), 0.32 * n + 1.5))
     image = ax.imshow(probs, aspect="auto", origin="lower", cmap="viridis", vmin=0, vmax=1)
     for (i, j), p in np.ndenumerate(probs):
-        ax.text(j, i, tokens[i][j], ha="center", va="center", fontsize=8, parse_math=False,
+        ax.text(j, i, tokens[i][j], ha="center", va="center", fontsize=10, parse_math=False,
                 color="black" if p > 0.5 else "white")
     fig.colorbar(image, ax=ax, label="probability")
     ax.set(xlabel="rank", ylabel="latent space l", xticks=range(k), xticklabels=range(1, k + 1), yticks=range(n))
+    return fig
+
+
+def plot_pipeline(chapter: int | None = None, ax: Axes | None = None) -> Figure:
+    """The method's seven steps as a row of boxes; with `chapter`, its steps (CHAPTER_STEPS) are
+    highlighted and marked "you are here"."""
+    if chapter is not None and chapter not in CHAPTER_STEPS:
+        raise FreezelabError(f"no chapter {chapter}: chapters are {', '.join(map(str, CHAPTER_STEPS))}")
+    here = CHAPTER_STEPS.get(chapter, ())
+    fig, ax = _axes(ax, (MAX_WIDTH, 1.5))
+    for i, name in enumerate(PIPELINE, start=1):
+        x = i - 1
+        colour = "tab:orange" if i in here else ("whitesmoke" if here else "lightsteelblue")
+        ax.add_patch(plt.Rectangle((x + 0.06, 0), 0.88, 1, facecolor=colour, edgecolor="black",
+                                   linewidth=1.5 if i in here else 0.8))
+        ax.text(x + 0.5, 0.5, f"{i}\n{name}", ha="center", va="center", fontsize=10,
+                fontweight="bold" if i in here else "normal")
+        if i < len(PIPELINE):
+            ax.annotate("", xy=(x + 1.06, 0.5), xytext=(x + 0.94, 0.5), arrowprops={"arrowstyle": "->"})
+    if here:
+        ax.annotate("you are here", xy=(np.mean(here) - 0.5, 1.02), xytext=(np.mean(here) - 0.5, 1.45),
+                    ha="center", fontsize=10, color="tab:red", arrowprops={"arrowstyle": "->", "color": "tab:red"})
+    ax.set(xlim=(0, len(PIPELINE)), ylim=(-0.05, 1.7 if here else 1.05))
+    ax.set_axis_off()
     return fig

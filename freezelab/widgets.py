@@ -3,11 +3,14 @@
 Each explorer returns a widget (display it as a cell's last expression). The view functions they
 call (`budget_view`, `lens_table`) are plain functions, usable and testable without a front end.
 In a static page (the book) a widget shows the state it was saved in; it moves with a live kernel.
+The notebooks show a static fallback under each explorer: the same view for a few states
+(`lens_table` over several latent spaces, `budget_view` over several budgets).
 """
 
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -65,11 +68,15 @@ def budget_explorer(gains: Gains, cost_curve: tuple[np.ndarray, np.ndarray], bud
     return w.VBox([slider, label, out])
 
 
-def lens_table(tokens: list[list[str]], probs: np.ndarray, layer: int) -> str:
-    """HTML table of the top-k lens tokens (and probabilities) in latent space `layer`."""
-    cells = "".join(f"<td style='padding:2px 8px'><code>{html.escape(t)}</code><br>{p:.3f}</td>"
-                    for t, p in zip(tokens[layer], probs[layer]))
-    return f"<table><tr><th style='padding:2px 8px'>l = {layer}</th>{cells}</tr></table>"
+def lens_table(tokens: list[list[str]], probs: np.ndarray, layer: int | Sequence[int]) -> str:
+    """HTML table of the top-k lens tokens (and probabilities) in latent space `layer`, one row per
+    latent space when `layer` is a sequence (the static fallback of `lens_explorer`)."""
+    rows = ""
+    for l in ([layer] if isinstance(layer, int) else layer):
+        cells = "".join(f"<td style='padding:2px 8px'><code>{html.escape(t)}</code><br>{p:.3f}</td>"
+                        for t, p in zip(tokens[l], probs[l]))
+        rows += f"<tr><th style='padding:2px 8px'>l = {l}</th>{cells}</tr>"
+    return f"<table>{rows}</table>"
 
 
 def lens_explorer(lm, trace, index: int = 0, k: int = 5, restrict_to_labels: bool = False):

@@ -103,3 +103,34 @@ def test_plot_lens_heatmap_annotates_every_cell():
 def test_plot_lens_heatmap_shape_mismatch_errors():
     with pytest.raises(FreezelabError, match="one list of k strings"):
         plot_lens_heatmap([["a", "b"]] * 3, np.ones((3, 3)) / 3)
+
+
+def test_pipeline_marks_each_chapter():
+    from freezelab.errors import FreezelabError
+    from freezelab.plots import CHAPTER_STEPS, PIPELINE, plot_pipeline
+
+    assert len(PIPELINE) == 7 and set(CHAPTER_STEPS) == set(range(1, 8))
+    assert sorted({s for steps in CHAPTER_STEPS.values() for s in steps}) == list(range(1, 8))
+    plain = plot_pipeline()
+    texts = [t.get_text() for t in plain.axes[0].texts]
+    assert all(any(name in t for t in texts) for name in PIPELINE) and "you are here" not in texts
+    marked = plot_pipeline(4)
+    assert "you are here" in [t.get_text() for t in marked.axes[0].texts]
+    with pytest.raises(FreezelabError, match="no chapter 9"):
+        plot_pipeline(9)
+    plt.close("all")
+
+
+def test_book_style_and_committed_pipeline_figures():
+    from pathlib import Path
+
+    from matplotlib.image import imread
+
+    from freezelab.plots import CHAPTER_STEPS, DPI, MAX_WIDTH, book_style
+
+    book_style()
+    assert plt.rcParams["figure.dpi"] >= 150 and plt.rcParams["savefig.dpi"] >= 150
+    folder = Path(__file__).resolve().parents[1] / "notebooks" / "figures"
+    for name in ["pipeline.png", *(f"pipeline_{c:02d}.png" for c in CHAPTER_STEPS)]:
+        width = imread(folder / name).shape[1]
+        assert width >= 0.9 * MAX_WIDTH * DPI, f"{name}: {width} px wide, drawn below {DPI} dpi"

@@ -6,13 +6,66 @@ sphinx-book-theme builds launch links as ``<repo>/blob/<branch>/<path_to_book>/<
 which would point at the git-ignored copy.  This extension rewrites launch links of
 pages under ``notebooks/`` so that Colab opens ``notebooks/<name>.ipynb`` at the
 repository root, the file that is actually committed.
+
+It also keeps the book readable offline and its numbers in one place:
+
+- MathJax is served from the built book's own ``_static/mathjax`` folder, copied from the
+  ``jupyter-server-mathjax`` package (a dependency of the ``book`` extra), not from a CDN;
+- the canonical reference trace ``reference/smollm2_bbc.json`` (written by
+  ``reference/make_reference.py``) becomes MyST substitutions (``{{ ref_chosen }}``, ...) that
+  the method page and the chapters quote instead of typed numbers.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 NOTEBOOK_DIR = "notebooks/"
+MATHJAX_PACKAGE = "jupyter_server_mathjax"  # MathJax 2.7 in the package's static/ folder
+MATHJAX_PATH = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
+REFERENCE = Path(__file__).resolve().parent.parent / "reference" / "smollm2_bbc.json"
+
+
+def _mathjax_dir() -> Path:
+    # find_spec without importing: the package's own import needs a Jupyter server
+    spec = importlib.util.find_spec(MATHJAX_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"the book serves MathJax from the {MATHJAX_PACKAGE} package: "
+                           "pip install -e '.[book]'")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
+def reference_substitutions(path: Path = REFERENCE) -> dict[str, str]:
+    """The reference trace's numbers as MyST substitutions, formatted as the book quotes them."""
+    ref = json.loads(path.read_text())
+    d, law, L = ref["deviation"], ref["law"], ref["num_layers"]
+    k = ref["chosen_layer"]
+    return {
+        "ref_model": "SmolLM2-135M", "ref_data": "BBC News", "ref_n_calib": str(ref["n_calib"]),
+        "ref_max_length": str(ref["scale"]["max_length"]), "ref_L": str(L),
+        "ref_d0": f"{d[0]:.2f}", "ref_d1": f"{d[1]:.2f}", "ref_dL": f"{d[L]:.2f}",
+        "ref_full_vocab_low": f"{ref['full_vocab_middle'][0]:.0f}",
+        "ref_full_vocab_high": f"{ref['full_vocab_middle'][1]:.0f}",
+        "ref_middle_last": str(L - 6), "ref_largest_step": f"{ref['largest_later_step']:.1f}",
+        "ref_r2": f"{law['r2']:.2f}", "ref_E": f"{law['E']:.2f}", "ref_A": f"{law['A']:.2f}",
+        "ref_alpha": f"{law['alpha']:.2f}", "ref_chosen": str(k), "ref_first_trained": str(k + 1),
+        "ref_trained": str(L - k), "ref_with_embedding_raw": str(ref["argmax_with_embedding"]["raw"]),
+        "ref_with_embedding_excess": str(ref["argmax_with_embedding"]["excess"]),
+    }
+
+
+def _configure(app, config) -> None:
+    config.mathjax_path = MATHJAX_PATH
+    config.myst_substitutions = {**reference_substitutions(), **(config.myst_substitutions or {})}
+
+
+def _copy_mathjax(app, exception) -> None:
+    if exception is None and app.builder.format == "html":
+        shutil.copytree(_mathjax_dir(), Path(app.outdir) / "_static" / "mathjax", dirs_exist_ok=True)
 
 
 def _fix_launch_links(app, pagename: str, templatename: str, context: dict[str, Any], doctree) -> None:
@@ -33,4 +86,6 @@ def _fix_launch_links(app, pagename: str, templatename: str, context: dict[str, 
 def setup(app):
     # sphinx-book-theme adds the launch buttons at priority 501; run after it.
     app.connect("html-page-context", _fix_launch_links, priority=900)
+    app.connect("config-inited", _configure)
+    app.connect("build-finished", _copy_mathjax)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "0.1"}
