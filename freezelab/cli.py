@@ -1,4 +1,4 @@
-"""The `freezelab` command line: models, datasets, info, plan, finetune, sweep, bench."""
+"""The `freezelab` command line: models, datasets, info, plan, finetune, sweep, bench, grade."""
 
 from __future__ import annotations
 
@@ -135,6 +135,12 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     runpy.run_path(str(script), run_name="__main__")
 
 
+def _cmd_grade(args: argparse.Namespace) -> int:
+    from .classroom.grade import main
+
+    return main(args.notebook, json_path=args.json, timeout=args.timeout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="freezelab", description=(
         "Semantic-aware layer freezing: decide where to fine-tune a language model."))
@@ -188,13 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="time an optimizer step per strategy (see benchmarks/)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of the step-cost benchmark")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("grade", help="execute an assignment notebook and run every check (freezelab.classroom)")
+    p.add_argument("notebook", help="a notebook of notebooks/assignments/, filled in by a student")
+    p.add_argument("--json", default=None, help="write the scores here (for a learning-management system)")
+    p.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    p.set_defaults(func=_cmd_grade)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except FreezelabError as e:
         print(f"freezelab: error: {e}", file=sys.stderr)
         return 2
@@ -202,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("freezelab: interrupted (checkpoints, if any, are saved: rerun with --resume)",
               file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

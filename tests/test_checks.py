@@ -1,4 +1,4 @@
-"""The classroom graders (freezelab.checks), the assignment notebooks and their book pages.
+"""The classroom graders (freezelab.classroom), the assignment notebooks and their book pages.
 
 - every check passes on the instructor solutions (the functions of notebooks/assignments/solutions/,
   the notebooks run top to bottom, and the solution code shown on the book pages);
@@ -20,7 +20,7 @@ from conftest import load_script
 import torch
 from scipy.optimize import least_squares
 
-from freezelab import checks
+from freezelab.classroom import checks, grade
 
 REPO = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = REPO / "notebooks" / "assignments"
@@ -29,16 +29,8 @@ PAGES = REPO / "book" / "assignments"
 NOTEBOOKS = ["01_cosine_lens", "02_fit_law", "03_budget_plan"]
 PAGE_OF = {"01_cosine_lens": "cosine_lens", "02_fit_law": "fit_law", "03_budget_plan": "budget_plan"}
 # graded function -> its check
-GRADED = {
-    "semantic_basis_columns": checks.check_semantic_basis,
-    "cosine_lens": checks.check_cosine_lens,
-    "residuals": checks.check_residuals,
-    "fit_law": checks.check_fit_law,
-    "gains": checks.check_gains,
-    "argmax_cut": checks.check_argmax_cut,
-    "predicted_benefit": checks.check_benefit,
-    "budget_cut": checks.check_budget_cut,
-}
+GRADED = {item.function: getattr(checks, item.check)
+          for items in grade.ASSIGNMENTS.values() for item in items if item.function}
 
 
 make_student = load_script(ASSIGNMENTS / "make_student.py", "make_student")
@@ -62,8 +54,12 @@ def _defines(source: str) -> str | None:
 
 
 def _run(sources: list[str], folder: Path, monkeypatch) -> dict:
-    """Execute notebook code cells in order, in one fresh namespace, from the notebook's folder."""
+    """Execute notebook code cells in order, in one fresh namespace, from the notebook's folder.
+
+    IPython syntax (the Colab install cell's %pip) is turned into Python first, as Jupyter does.
+    """
     import matplotlib
+    from IPython.core.inputtransformer2 import TransformerManager
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -72,16 +68,21 @@ def _run(sources: list[str], folder: Path, monkeypatch) -> dict:
     ns: dict = {"__name__": "__notebook__"}
     try:
         for source in sources:
-            exec(compile(source, "<cell>", "exec"), ns)
+            exec(compile(TransformerManager().transform_cell(source), "<cell>", "exec"), ns)
     finally:
         plt.close("all")
     return ns
 
 
+def _setup(code: list[str]) -> list[str]:
+    """The code cells before the first graded function: the Colab install cell and the imports."""
+    return code[:next(i for i, c in enumerate(code) if _defines(c))]
+
+
 def _solution_functions(name: str, monkeypatch) -> dict:
-    """The graded functions of a solution notebook (its first cell, the imports, plus their definitions)."""
+    """The graded functions of a solution notebook (its setup cells plus their definitions)."""
     code = _code(SOLUTIONS / f"{name}.ipynb")
-    return _run([code[0]] + [c for c in code if _defines(c)], SOLUTIONS, monkeypatch)
+    return _run(_setup(code) + [c for c in code if _defines(c)], SOLUTIONS, monkeypatch)
 
 
 # ---- the solutions pass -------------------------------------------------------------------------------
@@ -155,9 +156,10 @@ def test_student_notebook_is_clean_and_hides_the_solutions(name):
 def test_student_notebook_raises_not_implemented_at_every_check(name, monkeypatch):
     path = ASSIGNMENTS / f"{name}.ipynb"
     code = _code(path)
-    ns = _run([code[0]], path.parent, monkeypatch)
+    setup = _setup(code)
+    ns = _run(setup, path.parent, monkeypatch)
     seen = 0
-    for source in code[1:]:
+    for source in code[len(setup):]:
         if _defines(source):
             exec(source, ns)
         elif "checks.check_defence" in source:
@@ -196,7 +198,7 @@ def test_book_page_shows_the_solution_code_and_it_passes(name, monkeypatch, caps
     for function, code in notebook.items():
         clean = "\n".join(ln for ln in code.splitlines() if "SOLUTION" not in ln)
         assert shown[function] == clean, f"{page}.md shows a different {function} than the solution notebook"
-    ns = _run([_code(SOLUTIONS / f"{name}.ipynb")[0], *shown.values()], SOLUTIONS, monkeypatch)
+    ns = _run([*_setup(_code(SOLUTIONS / f"{name}.ipynb")), *shown.values()], SOLUTIONS, monkeypatch)
     for function in shown:
         GRADED[function](ns[function])
 
@@ -286,13 +288,13 @@ def test_residuals_of_either_sign_pass(capsys):
     assert "fine for least squares" in capsys.readouterr().out
 
 
-def _fit_variant(sign=-1.0, bounds=True, shifted=False, loss="linear", x0=None):
+def _fit_variant(sign=-1.0, bounds=True, shifted=False, loss="linear", x0=None, drop_last=False):
     """A hand fit with one deliberate mistake: the exponent's sign, no bounds, the data window, the start."""
 
     def fit_law(d):
         d = np.asarray(d, float)
-        L = d.size - 1
-        y = d[:-1] if shifted else d[1:]  # shifted: pairs l = 1..L with d_0..d_(L-1)
+        L = d.size - 1 - drop_last  # drop_last: fits l = 1..L-1, leaving d_L out
+        y = d[:-1] if shifted else d[1:L + 1]  # shifted: pairs l = 1..L with d_0..d_(L-1)
         l = np.arange(1, L + 1, dtype=float)
         start = x0 or [max(y.min(), 0), max(y[0] - y.min(), 1e-3), 1.0]
         kw = {"bounds": (0, np.inf)} if bounds else {}
@@ -402,22 +404,27 @@ def test_budget_cut_check_explains_mistakes(fn, pattern):
 # ---- the written defence --------------------------------------------------------------------------------
 
 
+def _sample_defence() -> str:
+    """The defence of the solution notebook (the sample answer, which also sits on the book page)."""
+    return next(_src(c) for c in _cells(SOLUTIONS / "03_budget_plan.ipynb") if "defence" in c["metadata"].get("tags", []))
+
+
 def test_defence_check_reads_the_saved_notebook(tmp_path, monkeypatch, capsys):
     checks.check_defence(SOLUTIONS / "03_budget_plan.ipynb")
-    assert "mentions the budget" in capsys.readouterr().out
+    assert "with the evidence asked for" in capsys.readouterr().out
     with pytest.raises(AssertionError, match="still empty.*save it first"):
         checks.check_defence(ASSIGNMENTS / "03_budget_plan.ipynb")
     nb = json.loads((ASSIGNMENTS / "03_budget_plan.ipynb").read_text())
     for cell in nb["cells"]:
         if "defence" in cell["metadata"].get("tags", []):
             cell["metadata"]["tags"] = []  # found by its marker line alone
-            cell["source"] = "<!-- defence -->\nI train the top 7 blocks (cut 23): it is the best cut I can afford."
+            cell["source"] = "<!-- defence -->\nI train the top 7 blocks (cut 23): it is the best cut within the budget."
     path = tmp_path / "mine.ipynb"
     path.write_text(json.dumps(nb))
-    with pytest.raises(AssertionError, match="does not mention the budget"):
+    with pytest.raises(AssertionError, match="does not yet state your cut and its cost ratio"):
         checks.check_defence(path)
     monkeypatch.setenv("JPY_SESSION_NAME", str(path))  # the notebook of this Jupyter session
-    with pytest.raises(AssertionError, match="does not mention the budget"):
+    with pytest.raises(AssertionError, match="does not yet state"):
         checks.check_defence()
     for cell in nb["cells"]:
         if cell["cell_type"] == "markdown" and _src(cell).startswith("<!-- defence -->"):
@@ -429,17 +436,259 @@ def test_defence_check_reads_the_saved_notebook(tmp_path, monkeypatch, capsys):
         checks.check_defence(tmp_path / "missing.ipynb")
 
 
-@pytest.mark.parametrize("text,passes", [
-    ("Within the budget I pick cut 23.", True),
-    ("Cut 23 costs less than half of full fine-tuning.", True),
-    ("Cut 23 costs 0.489, under 50% of full fine-tuning.", True),
-    ("Cut 23 costs 0.489 of full fine-tuning.", False),
-    ("", False),
-    ("<!-- defence -->\nYOUR ANSWER HERE", False),
-])
-def test_defence_check_on_text(text, passes):
-    if passes:
-        checks.check_defence(text=text)
+def test_the_sample_defence_on_the_book_page_passes():
+    page = (PAGES / "budget_plan.md").read_text(encoding="utf-8")
+    quoted = re.search(r"A sample defence.*?\n\n((?:> .*\n)+)", page, re.S).group(1)
+    checks.check_defence(text=" ".join(line[2:] for line in quoted.splitlines()))
+
+
+# Each careless answer leaves out (or gets wrong) one piece of the evidence the defence must quote.
+SAMPLE_CUTS = [
+    ("budget", "Within the budget I pick cut 23.", "your cut and its cost ratio"),
+    ("half", "Cut 23 costs less than half of full fine-tuning, so it fits the budget.", "your cut and its cost"),
+    ("no argmax cost", "costs 0.689", "the argmax plan"),
+    ("no benefit", "predicts 3.27 nats", "the predicted benefit of both"),
+    ("no R^2", "R^2 = 0.34", "its R\\^2"),
+    ("wrong R^2", "R^2 = 0.34", "its R\\^2"),
+    ("no caching", "cached", "what caching the frozen prefix changes"),
+    ("no oracle cost", "which costs 0.511", "the oracle plan"),
+]
+
+
+@pytest.mark.parametrize("kind,cut,missing", SAMPLE_CUTS, ids=[k for k, _, _ in SAMPLE_CUTS])
+def test_defence_check_wants_the_evidence(kind, cut, missing):
+    sample = re.sub(r"<!--.*?-->", "", _sample_defence()).strip()
+    checks.check_defence(text=sample)
+    if kind in ("budget", "half"):
+        text = cut  # a careless answer that only names the budget
+    elif kind == "wrong R^2":
+        text = sample.replace(cut, "R^2 = 0.58")
+    elif kind == "no caching":
+        text = re.sub(r"cach\w*", "reus", sample.replace("With the frozen prefix cached", "Reusing the prefix"))
     else:
-        with pytest.raises(AssertionError):
-            checks.check_defence(text=text)
+        assert cut in sample.replace("\n", " ")
+        text = sample.replace("\n", " ").replace(cut, "")
+    with pytest.raises(AssertionError, match=f"does not yet state.*{missing}"):
+        checks.check_defence(text=text)
+
+
+@pytest.mark.parametrize("text", ["", "<!-- defence -->\nYOUR ANSWER HERE"])
+def test_an_empty_defence_fails(text):
+    with pytest.raises(AssertionError, match="still empty"):
+        checks.check_defence(text=text)
+
+
+def test_numbers_are_read_at_their_precision():
+    assert checks._says("costs 0.49 of a full run", 0.489, 2) and checks._says("costs 48.9% of it", 0.489, 2)
+    assert not checks._says("costs 0.5 of a full run", 0.489, 2)  # the budget itself is not the cost
+    assert not checks._says("costs 0.50 of a full run", 0.489, 2)
+    assert checks._says("3.3 nats", 3.27, 1) and not checks._says("3 nats", 3.27, 1)
+    assert checks._cut_named("cut 23: blocks 24-30", 23) and not checks._cut_named("cost 0.23", 23)
+
+
+# ---- loopholes: answers that must not pass ----------------------------------------------------------------
+
+
+def test_argmax_cut_must_consider_block_L_minus_1():
+    """Ties to the deeper block, but the search stops at block L-2: only a hidden case catches it."""
+
+    def argmax_cut(excess):
+        inner = np.asarray(excess)[1:len(excess) - 2]
+        return 2 + int(np.flatnonzero(inner == inner.max())[-1])
+
+    for _ in range(5):  # a new hidden case every run: each one has its maximum at block L-1
+        _fails(checks.check_argmax_cut, argmax_cut, "block L-1 = \\d+ is in the range 2..L-1")
+
+
+def test_fit_law_must_use_d_L():
+    """A fit over l = 1..L-1 passes the fixed traces (within tolerance) but never both hidden 3-block traces."""
+    for _ in range(5):
+        _fails(checks.check_fit_law, _fit_variant(drop_last=True), "misses the last latent space")
+
+
+def test_hidden_cases_change_between_runs_and_keep_their_shape():
+    rng = np.random.default_rng(7)
+    pairs = [checks._last_point_cases(rng) for _ in range(20)]
+    assert len({p[0][1].tobytes() for p in pairs}) == 20
+    for (_, a), (_, b) in pairs:
+        assert a.size == b.size == 4 and np.array_equal(a[:-1], b[:-1]) and a[-1] != b[-1]
+    excess = [checks._hidden_excess_cases(rng) for _ in range(20)]
+    assert len({e[0][1].size for e in excess}) > 3  # the depth L changes too
+    for (_, last), (_, second), (_, tie) in excess:
+        L = last.size
+        assert np.flatnonzero(last == last.max()).tolist() == [L - 2]
+        assert np.flatnonzero(second == second.max()).tolist() == [1]
+        top = np.flatnonzero(tie == tie.max())
+        assert top.size == 2 and 1 <= top.min() and top.max() <= L - 2
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_solutions_pass_every_hidden_draw(name, monkeypatch, capsys):
+    ns = _solution_functions(name, monkeypatch)
+    for _ in range(10):
+        for function in (f for f in GRADED if f in ns and f != "semantic_basis_columns"):
+            GRADED[function](ns[function])
+
+
+def _law_module_call(d):
+    import freezelab.law as law_module  # imported inside: only watching the call catches it
+
+    law = law_module.fit_scaling_law(d)
+    return law.E, law.A, law.alpha
+
+
+def _fit_by_helper(d):
+    return _reference_fit(d)
+
+
+def _reference_fit(d):
+    from freezelab.law import fit_scaling_law
+
+    law = fit_scaling_law(d)
+    return law.E, law.A, law.alpha
+
+
+fit_scaling_law_alias = __import__("freezelab.law", fromlist=["fit_scaling_law"]).fit_scaling_law
+
+
+def _fit_by_alias(d):
+    law = fit_scaling_law_alias(d)
+    return law.E, law.A, law.alpha
+
+
+def _cut_by_plan(excess):
+    from freezelab.gains import Gains
+    from freezelab.plan import plan
+
+    return plan(Gains(observed=excess, expected=0 * excess, excess=excess)).chosen_layer
+
+
+def _benefit_by_curve(excess):
+    from freezelab.gains import Gains
+    from freezelab.plan import benefit_curve
+
+    return np.array([c.benefit for c in benefit_curve(Gains(observed=excess, expected=0 * excess, excess=excess))])
+
+
+def _gains_by_reference(d, E, A, alpha):
+    from freezelab.gains import layer_gains
+    from freezelab.law import Law
+
+    g = layer_gains(d, Law(E=E, A=A, alpha=alpha, offset=0.0, first_layer=1, r2=0.0))
+    return g.observed, g.expected, g.excess
+
+
+def _basis_by_reference(W, y):
+    from types import SimpleNamespace
+
+    from freezelab.basis import semantic_basis
+
+    return semantic_basis(SimpleNamespace(lm_head=SimpleNamespace(weight=W), model=W))[:, y].T  # enough of a model
+
+
+@pytest.mark.parametrize("check,fn,uses", [
+    (checks.check_fit_law, _law_module_call, "freezelab.law.fit_scaling_law"),
+    (checks.check_fit_law, _fit_by_helper, "freezelab.law.fit_scaling_law"),
+    (checks.check_fit_law, _fit_by_alias, "freezelab.law.fit_scaling_law"),
+    (checks.check_argmax_cut, _cut_by_plan, "freezelab.plan.plan"),
+    (checks.check_benefit, _benefit_by_curve, "freezelab"),
+    (checks.check_gains, _gains_by_reference, "freezelab"),
+    (checks.check_semantic_basis, _basis_by_reference, "freezelab.basis"),
+    (checks.check_budget_cut, lambda b, r, budget: checks._hidden_rng() and 0, "freezelab"),
+], ids=["module", "helper", "alias", "plan", "benefit_curve", "layer_gains", "semantic_basis", "checks"])
+def test_calls_to_the_reference_are_refused(check, fn, uses):
+    _fails(check, fn, f"uses {re.escape(uses)}.*write it yourself")
+
+
+@pytest.mark.parametrize("expr", [
+    "1 - torch.nn.functional.cosine_similarity(hn, s_y[:, None, :], dim=-1)",
+    "1 - torch.cosine_similarity(hn, s_y[:, None, :], dim=-1)",
+    "1 - torch.nn.CosineSimilarity(dim=-1)(hn, s_y[:, None, :])",
+    "1 - getattr(torch, 'cosine' + '_similarity')(hn, s_y[:, None, :], dim=-1)",
+])
+def test_cosine_similarity_is_refused(expr):
+    _fails(checks.check_cosine_lens, _cos_variant(expr), "cosine_similarity.*dot products and norms")
+
+
+def test_a_helper_of_ones_own_named_cosine_similarity_passes(capsys):
+    def cosine_similarity(a, b):
+        return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
+
+    checks.check_cosine_lens(lambda hn, s_y: 1 - cosine_similarity(hn, s_y[:, None, :]))
+    assert "matches" in capsys.readouterr().out
+
+
+# ---- freezelab grade ------------------------------------------------------------------------------------
+
+
+def _grade_cli(notebook: Path, tmp_path: Path) -> tuple[int, str, dict]:
+    import subprocess
+    import sys
+
+    out = tmp_path / "scores.json"
+    proc = subprocess.run([sys.executable, "-m", "freezelab.cli", "grade", str(notebook), "--json", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert out.exists(), proc.stderr
+    return proc.returncode, proc.stdout, json.loads(out.read_text())
+
+
+def _expected_rows(name: str) -> list[str]:
+    return [item.check for item in grade.ASSIGNMENTS[name]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_grade_gives_full_marks_to_the_solutions(name, tmp_path):
+    status, table, report = _grade_cli(SOLUTIONS / f"{name}.ipynb", tmp_path)
+    assert status == 0, table
+    assert [c["check"] for c in report["checks"]] == _expected_rows(name)
+    assert report["passed"] and report["score"] == report["max_score"] > 0 and report["cell_errors"] == []
+    assert f"score {report['score']:>3} / {report['max_score']}" in " ".join(table.split()).replace("score ", "score   ")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_grade_gives_a_complete_table_for_the_student_notebooks(name, tmp_path):
+    status, table, report = _grade_cli(ASSIGNMENTS / f"{name}.ipynb", tmp_path)
+    assert status == 1
+    rows = _expected_rows(name)
+    assert [c["check"] for c in report["checks"]] == rows and report["score"] == 0
+    assert all(not c["passed"] and c["feedback"] for c in report["checks"])
+    assert all(row in table for row in rows) and "could not run" not in table
+    assert len(report["cell_errors"]) >= len(rows) - (name == "03_budget_plan")  # every check cell raised
+
+
+@pytest.mark.slow
+def test_grade_runs_every_check_past_failures_and_tampering(tmp_path):
+    """A submission with a loophole answer, a crashing cell and a patched check is graded check by check."""
+    nb = json.loads((SOLUTIONS / "02_fit_law.ipynb").read_text())
+    replace = {
+        "def fit_law(": "def fit_law(d):\n    from freezelab.law import fit_scaling_law\n    law = fit_scaling_law(d)\n"
+                        "    return law.E, law.A, law.alpha\n",
+        "checks.check_residuals(": "checks.check_argmax_cut = lambda fn: print('\u2714 patched')\n1 / 0",
+        "def argmax_cut(": "def argmax_cut(excess):\n    inner = excess[1:len(excess) - 2]\n"
+                           "    return 2 + int(np.flatnonzero(inner == inner.max())[-1])\n",
+    }
+    for cell in nb["cells"]:
+        for start, source in replace.items():
+            if cell["cell_type"] == "code" and _src(cell).startswith(start):
+                cell["source"] = source
+    path = tmp_path / "submission.ipynb"
+    path.write_text(json.dumps(nb))
+    status, table, report = _grade_cli(path, tmp_path)
+    assert status == 1
+    result = {c["check"]: c for c in report["checks"]}
+    assert result["check_residuals"]["passed"] and result["check_gains"]["passed"]
+    assert "uses freezelab.law.fit_scaling_law" in result["check_fit_law"]["feedback"]
+    assert "block L-1" in result["check_argmax_cut"]["feedback"]  # graded by the original check
+    assert report["score"] == 3 and report["max_score"] == 8
+    assert any("ZeroDivisionError" in e["error"] for e in report["cell_errors"]) and "ZeroDivisionError" in table
+
+
+def test_grade_refuses_a_notebook_of_no_assignment(tmp_path):
+    from freezelab.errors import FreezelabError
+
+    path = tmp_path / "chapter.ipynb"
+    path.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    with pytest.raises(FreezelabError, match="not a freezelab assignment"):
+        grade.grade(path)
