@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 import torch
 
+from freezelab.cache import LatentCache
+from freezelab.cost import cpu_model
 from freezelab.encode import Batch, Encoded, collate
 from freezelab.finetune import batch_loss
 from freezelab.models import LoadedModel, load_model
@@ -65,6 +67,13 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def machine(device: torch.device) -> dict:
+    """What the numbers were measured on: CPU model, threads, load average, GPU, torch version."""
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "load_average": list(os.getloadavg()), "device": device_name(device),
+            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
 def random_batch(lm: LoadedModel, batch: int, seq_len: int, seed: int = 0) -> tuple[Encoded, Batch]:
     """`batch` sequences of `seq_len` random token ids, each labelled with one of LABEL_ROWS fixed tokens."""
     gen = torch.Generator().manual_seed(seed)
@@ -75,11 +84,13 @@ def random_batch(lm: LoadedModel, batch: int, seq_len: int, seed: int = 0) -> tu
     return enc, collate(enc, range(batch), pad_id=0, device=lm.device)
 
 
-def train_step(lm: LoadedModel, enc: Encoded, batch: Batch, optimizer: torch.optim.Optimizer) -> None:
-    """One optimizer step as `finetune.finetune` takes it."""
+def train_step(lm: LoadedModel, enc: Encoded, batch: Batch, optimizer: torch.optim.Optimizer,
+               cache: LatentCache | None = None, start: int = 0) -> None:
+    """One optimizer step as `finetune.finetune` takes it (with `cache`: from its h_start, blocks
+    start+1..L only)."""
+    h = None if cache is None else cache.states(start, range(len(batch.targets)), lm.device, lm.dtype)
     optimizer.zero_grad(set_to_none=True)
-    loss, _ = batch_loss(lm, enc, batch)
-    loss.backward()
+    batch_loss(lm, enc, batch, h, start)[0].mean().backward()
     optimizer.step()
 
 

@@ -1,11 +1,12 @@
-"""Time and peak memory of one optimizer step per strategy, next to the cost model's FLOP ratio.
+"""Time and peak memory of one optimizer step per strategy, next to the cost ledger's prediction.
 
-Strategies (same batch, sequence length and AdamW): full fine-tuning, a plan (default: freeze the
-bottom half) recomputing its frozen prefix, the same plan on a cached prefix (h_k computed once by
-freeze.block_inputs; only the suffix step is timed), LoRA in every block, LoRA inside the plan.
-Goals: the measured step-time ratio to full FT is within 10% of the FLOP ratio with the cache and
-within 15% without. Timings interleave the strategies and report medians; peak memory comes from a
-separate process (see _common.PeakMemory).
+Strategies (same batch, sequence length and AdamW): full fine-tuning, cut 0 (every block trained,
+embeddings frozen), a plan (default: freeze the bottom half) recomputing its frozen prefix, the same
+plan reading h_k from a latent cache (`cache.build_cache`, built outside every timing), LoRA in every
+block, LoRA inside the plan, and a LISA draw (2 random blocks). Goals: every measured step-time ratio
+to full FT within 10% of the ledger's (`freezelab.cost.cost`), and peak memory within 15% of its
+model. Timings interleave the strategies and report medians; peak memory comes from a separate
+process (see _common.PeakMemory).
 
     .venv/bin/python benchmarks/step_cost.py --json out.json
 """
@@ -22,42 +23,38 @@ from typing import Callable
 
 import torch
 
-from _common import (LABEL_ROWS, PeakMemory, add_common_args, device_name, load, memory_child,
+from _common import (LABEL_ROWS, PeakMemory, add_common_args, device_name, load, machine, memory_child,
                      random_batch, seconds, train_step, warm_up, write_json)
-from freezelab.cost import cost
+from freezelab.cache import build_cache
+from freezelab.cost import MB, cost
 from freezelab.encode import Batch, Encoded
-from freezelab.freeze import block_inputs, cut_of, freeze, from_cache
+from freezelab.freeze import cut_of, freeze
 from freezelab.lora import ensure_lora
 from freezelab.models import LoadedModel
 from freezelab.plan import Plan
-from freezelab.strategies import resolve
+from freezelab.strategies import LisaSchedule, resolve
 
-STRATEGIES = ("full", "plan", "plan-cached", "lora", "lora-plan")
-GOALS = {"plan": 0.15, "plan-cached": 0.10}  # allowed |measured / FLOP ratio - 1|
-BASIS = {  # how freezelab.cost.cost prices each strategy (label_rows=LABEL_ROWS)
-    "full": "the reference (every block, the embeddings and the head trained): 1",
-    "plan": "cost_ratio of the plan",
-    "plan-cached": "cost_ratio_cached of the plan",
-    "lora": "cost_ratio of the LoRA plan: input gradients through every block, no base-weight gradients, "
-            "adapter FLOPs neglected",
-    "lora-plan": "the same, down to the plan's first trained block",
-}
+STRATEGIES = ("full", "cut0", "plan", "plan-cached", "lora", "lora-plan", "lisa")
+GOALS = {"time": 0.10, "memory": 0.15}  # allowed |measured / ledger - 1|
 MEMORY = ("peak_mem_mb: peak memory added by the strategy's first two optimizer steps over the loaded "
-          "model (and cached h_k): gradients, AdamW state, saved activations, temporaries. CPU: growth "
-          "of the peak resident set in a separate process whose allocator returns freed tensors; "
-          "CUDA: torch.cuda.max_memory_allocated.")
+          "model: gradients, AdamW state, saved activations, temporaries. CPU: growth of the peak "
+          "resident set in a separate process whose allocator returns freed tensors; CUDA: "
+          "torch.cuda.max_memory_allocated. mem_model_mb: the ledger's peak over the loaded model.")
 
 
 def strategy_plans(lm: LoadedModel, plan_path: Path) -> dict[str, Plan]:
     """Each strategy's plan from the freezelab.strategies registry; `plan_path` holds the plan."""
     plan = resolve(str(plan_path), lm)
-    return {"full": resolve("full", lm), "plan": plan, "plan-cached": plan, "lora": resolve("lora", lm),
-            "lora-plan": resolve("lora-plan", lm, plan_path=plan_path)}
+    lisa = LisaSchedule(lm.num_layers, min(2, lm.num_layers))(0)
+    lisa.extras["strategy"] = "lisa:2"
+    return {"full": resolve("full", lm), "cut0": resolve("top:" + str(lm.num_layers), lm), "plan": plan,
+            "plan-cached": plan, "lora": resolve("lora", lm),
+            "lora-plan": resolve("lora-plan", lm, plan_path=plan_path), "lisa": lisa}
 
 
 def make_step(base: LoadedModel, name: str, plan: Plan, enc: Encoded, batch: Batch) -> Callable[[], None]:
     """A function taking one optimizer step of strategy `name` on its own copy of `base` (adapters
-    injected, frozen per plan)."""
+    injected, frozen per plan; for plan-cached, its latent cache built first)."""
     lm = LoadedModel(base.name, copy.deepcopy(base.model), None, base.arch)
     ensure_lora(lm, plan)
     freeze(lm, plan)
@@ -66,19 +63,19 @@ def make_step(base: LoadedModel, name: str, plan: Plan, enc: Encoded, batch: Bat
     if name != "plan-cached":
         return lambda: train_step(lm, enc, batch, optimizer)
     k = cut_of(plan)
-    h_k = block_inputs(lm, batch, k)  # computed once, outside every timing
-
-    def cached_step() -> None:
-        with from_cache(lm, k, h_k):
-            train_step(lm, enc, batch, optimizer)
-
-    return cached_step
+    cache = build_cache(lm, enc, layers=(k,), batch_size=len(enc), progress=False)
+    return lambda: train_step(lm, enc, batch, optimizer, cache, k)
 
 
-def flop_ratios(lm: LoadedModel, plans: dict[str, Plan], seq_len: int, batch: int) -> dict[str, float]:
-    """freezelab.cost's FLOP ratio to full FT of each strategy (see BASIS)."""
-    costs = {name: cost(lm, plan, seq_len, batch, label_rows=LABEL_ROWS) for name, plan in plans.items()}
-    return {name: c.cost_ratio_cached if name == "plan-cached" else c.cost_ratio for name, c in costs.items()}
+def ledger_model(lm: LoadedModel, plans: dict[str, Plan], seq_len: int, batch: int) -> dict[str, dict]:
+    """The ledger's time ratio to full FT and peak MB over the loaded model, per strategy."""
+    out = {}
+    for name, plan in plans.items():
+        c = cost(lm, plan, seq_len, batch, label_rows=LABEL_ROWS)
+        ledger = c.plan_cached if name == "plan-cached" else c.plan
+        out[name] = {"ratio_model": ledger.seconds / c.full.seconds, "seconds_model": ledger.seconds,
+                     "mem_model_mb": ledger.memory.added / MB}
+    return out
 
 
 def measure_memory(base: LoadedModel, plans: dict[str, Plan], enc: Encoded, batch: Batch) -> dict[str, float]:
@@ -108,6 +105,10 @@ def measure_time(base: LoadedModel, plans: dict[str, Plan], enc: Encoded, batch:
     return times
 
 
+def _off(measured: float, model: float) -> float:
+    return measured / model - 1 if model else float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser, model="random:smollm2-135m")
@@ -129,7 +130,7 @@ def main() -> None:
         print(json.dumps(measure_memory(base, plans, enc, batch)))
         return
 
-    flops = flop_ratios(base, plans, args.seq_len, args.batch)
+    model = ledger_model(base, plans, args.seq_len, args.batch)
     samples = measure_time(base, plans, enc, batch, args.reps)
     peaks = memory_child()
     step_s = {name: statistics.median(t) for name, t in samples.items()}
@@ -138,29 +139,28 @@ def main() -> None:
     print(f"batch {args.batch} x {args.seq_len} random tokens, loss over {LABEL_ROWS} label rows, AdamW; "
           f"median of {args.reps} interleaved steps after 1 warm-up")
     print(f"plan: blocks 1..{k} frozen, {k + 1}..{L} trained (cut {k})\n")
-    print(f"{'strategy':<12} {'step s':>7} {'min-max s':>13} {'measured':>9} {'FLOPs':>6} {'peak MB':>8}  "
-          "goal")
+    print(f"{'strategy':<12} {'step s':>7} {'ledger s':>8} {'measured':>9} {'ledger':>7} {'off':>7} "
+          f"{'peak MB':>8} {'model MB':>8} {'off':>7}")
     result = {}
     for name in STRATEGIES:
+        m = model[name]
         measured = step_s[name] / step_s["full"]
-        goal = ""
-        if name in GOALS:
-            off = measured / flops[name] - 1
-            goal = f"within {GOALS[name]:.0%}: {'met' if abs(off) <= GOALS[name] else 'NOT met'} ({off:+.1%})"
-        spread = f"{min(samples[name]):.2f}-{max(samples[name]):.2f}"
-        print(f"{name:<12} {step_s[name]:7.3f} {spread:>13} {measured:9.3f} {flops[name]:6.3f} "
-              f"{peaks[name]:8.1f}  {goal}")
-        result[name] = {"step_seconds": step_s[name], "ratio_measured": measured,
-                        "ratio_flops": flops[name], "peak_mem_mb": peaks[name]}
-    print("\nmeasured: median step time / full FT's. FLOPs: freezelab.cost.cost, per strategy:")
-    for name, basis in BASIS.items():
-        print(f"  {name:<12} {basis}")
+        row = {"step_seconds": step_s[name], "ratio_measured": measured, **m, "peak_mem_mb": peaks[name],
+               "time_off": _off(measured, m["ratio_model"]), "mem_off": _off(peaks[name], m["mem_model_mb"])}
+        row["time_goal_met"] = bool(abs(row["time_off"]) <= GOALS["time"])
+        row["mem_goal_met"] = bool(abs(row["mem_off"]) <= GOALS["memory"])
+        print(f"{name:<12} {step_s[name]:7.3f} {m['seconds_model']:8.3f} {measured:9.3f} "
+              f"{m['ratio_model']:7.3f} {row['time_off']:+7.1%} {peaks[name]:8.1f} {m['mem_model_mb']:8.1f} "
+              f"{row['mem_off']:+7.1%}")
+        result[name] = row
+    print(f"\ngoals: time ratio within {GOALS['time']:.0%} of the ledger's, peak memory within "
+          f"{GOALS['memory']:.0%}")
     print(MEMORY)
     write_json(args.json, {
-        "device": device_name(base.device),
+        "machine": machine(base.device), "device": device_name(base.device),
         "config": {"model": args.model, "layers": L, "dtype": str(base.dtype), "seq_len": args.seq_len,
                    "batch": args.batch, "label_rows": LABEL_ROWS, "cut": k, "reps": args.reps},
-        "memory": MEMORY, "flops_basis": BASIS, "strategies": result, "samples": samples,
+        "goals": GOALS, "memory": MEMORY, "strategies": result, "samples": samples,
     })
 
 

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .cost import nominal_cost_curve
 from .errors import FreezelabError
 from .gains import Gains
 
 RULES = ("argmax-excess", "argmax-raw", "budget")
+# the name under which classroom.checks and the assignment notebooks import the nominal curve
+default_cost_curve = nominal_cost_curve
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,7 @@ class CutPoint:
     cut: int
     benefit: float  # predicted benefit, nats
     benefit_ratio: float  # benefit / benefit of cut 0 (full fine-tuning)
-    cost_ratio: float  # step FLOPs / full fine-tuning
+    cost_ratio: float  # predicted step time / full fine-tuning's (cost ledger)
     cost_ratio_cached: float  # same, with the frozen prefix's outputs cached
 
 
@@ -97,7 +100,8 @@ class Plan:
         """A plan that freezes blocks 1..k (e.g. full fine-tuning is k = 0, top-25% is k = L - L//4).
 
         With `curve` (from `benefit_curve`) benefit and costs are read at cut k; without it the
-        benefit is None and the costs are those of equal-cost blocks without head (`default_cost_curve`).
+        benefit is None and the costs are the ledger's on equal blocks (`cost.nominal_cost_curve`);
+        `strategies.resolve` prices its plans on the model instead.
         """
         if not 0 <= k < num_layers:
             raise FreezelabError(
@@ -112,7 +116,7 @@ class Plan:
             point = curve[k]
             benefit, ratio, ratio_cached = point.benefit, point.cost_ratio, point.cost_ratio_cached
         else:
-            ratios, cached = default_cost_curve(num_layers)
+            ratios, cached = nominal_cost_curve(num_layers)
             benefit, ratio, ratio_cached = None, float(ratios[k]), float(cached[k])
         return cls(
             num_layers=num_layers,
@@ -135,13 +139,6 @@ def _to_json(o):
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
-def default_cost_curve(num_layers: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cost ratios of cuts k = 0..L-1 for L equal-cost blocks and a free head: (L + 2(L-k)) / 3L and (L-k) / L."""
-    L = num_layers
-    k = np.arange(L)
-    return (L + 2 * (L - k)) / (3 * L), (L - k) / L
-
-
 def benefit_curve(gains: Gains, cost_curve: tuple[np.ndarray, np.ndarray] | None = None) -> list[CutPoint]:
     """Predicted benefit and cost of every cut k = 0..L-1.
 
@@ -149,10 +146,10 @@ def benefit_curve(gains: Gains, cost_curve: tuple[np.ndarray, np.ndarray] | None
     benefit(k) = sum_{l=k+1..L} max(0, -g_l) nats, i.e. how far the trained blocks fall short of the
     generic law. benefit_ratio = benefit(k) / benefit(0) (1 everywhere when benefit(0) = 0).
     `cost_curve` is (ratio, ratio_cached) of shape (L,) from `cost.cut_cost_curve`;
-    None means `default_cost_curve`.
+    None means `cost.nominal_cost_curve` (equal blocks, no head or embeddings).
     """
     L = gains.excess.size
-    ratio, cached = default_cost_curve(L) if cost_curve is None else map(np.asarray, cost_curve)
+    ratio, cached = nominal_cost_curve(L) if cost_curve is None else map(np.asarray, cost_curve)
     if ratio.shape != (L,) or cached.shape != (L,):
         raise FreezelabError(
             f"cost_curve must be two arrays of shape ({L},), one ratio per cut, got {ratio.shape} and "

@@ -17,9 +17,9 @@ from .gains import Gains, layer_gains
 from .law import BoundWarning, Law, LowFitWarning, fit_scaling_law
 from .models import LoadedModel
 from .plan import Plan, check_rule, plan
+from .strategies import TRAIN_BATCH
 from .trace import Trace, trace_encoded
 
-TRAIN_BATCH = 8  # sequences per optimizer step assumed by the reported memory estimates
 
 
 @dataclass
@@ -32,7 +32,7 @@ class PlanRun:
     gains: Gains
     plan: Plan
     cost: Cost
-    seq_len: int  # mean calibration prompt length in tokens, used by the cost model
+    seq_len: int  # mean calibration prompt length in tokens, used by the cost ledger
     seconds: float  # wall time of the whole planning
     warnings: list[str]
 
@@ -59,7 +59,7 @@ def make_plan(lm: LoadedModel, task: Task, calib: Sequence[Example], *, lens: st
     seq_len = round(sum(len(p) for p in enc.prompts) / len(enc))
     label_rows = None if enc.label_ids is None else len(enc.label_ids)
     chosen = plan(gains, rule=rule, budget=budget, cached=cached,
-                  cost_curve=cut_cost_curve(lm, seq_len, label_rows=label_rows))
+                  cost_curve=cut_cost_curve(lm, seq_len, label_rows=label_rows, batch_size=TRAIN_BATCH))
     priced = cost(lm, chosen, seq_len, TRAIN_BATCH, label_rows=label_rows)
     seconds = time.perf_counter() - start
     chosen.extras.update({
@@ -74,6 +74,6 @@ def make_plan(lm: LoadedModel, task: Task, calib: Sequence[Example], *, lens: st
                       "cost_ratio_cached": chosen.cost_ratio_cached},
         "cost": priced.to_dict(),
         "calibration": {"n": len(enc), "seconds": seconds, "trace_seconds": tr.seconds,
-                        "seq_len": seq_len},
+                        "seq_len": seq_len, "label_rows": label_rows},
     })
     return PlanRun(tr, dev, law, gains, chosen, priced, seq_len, seconds, [str(w.message) for w in caught])

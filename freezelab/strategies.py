@@ -12,11 +12,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from .cost import step_flops
+from .cost import cost, subset_ratios
 from .data import Example, Task
 from .encode import batches, encode
 from .errors import FreezelabError
@@ -27,6 +26,7 @@ from .plan import Plan
 
 LORA_DEFAULTS = {"r": 8, "alpha": 16}
 LISA_PERIOD = 10  # steps between two draws of the trained blocks
+TRAIN_BATCH = 8  # sequences per step at which `resolve` prices a plan (finetune's default)
 
 
 @dataclass(frozen=True)
@@ -53,16 +53,15 @@ class Strategy:
 
 
 def subset_plan(num_layers: int, trained: Sequence[int], rule: str) -> Plan:
-    """A plan training any subset of blocks (not necessarily a suffix), costed with equal-cost blocks
-    and a free head like `plan.default_cost_curve`: backward runs down to the lowest trained block."""
+    """A plan training any subset of blocks (not necessarily a suffix), priced by the ledger on equal
+    blocks (`cost.subset_ratios`; `resolve` prices it on the model): backward runs down to the
+    lowest trained block."""
     trained = sorted(trained)
-    ones = np.ones(num_layers)
-    full, _ = step_flops(ones, 0.0, range(num_layers), True)
-    step, step_cached = step_flops(ones, 0.0, trained, False)
+    ratio, ratio_cached = subset_ratios(num_layers, trained)
     return Plan(num_layers=num_layers, chosen_layer=num_layers - len(trained),
                 frozen=[i for i in range(num_layers) if i not in trained], trained=trained, rule=rule,
-                budget=None, predicted_benefit=None, cost_ratio=step / full,
-                cost_ratio_cached=step_cached / full, curve=[])
+                budget=None, predicted_benefit=None, cost_ratio=ratio, cost_ratio_cached=ratio_cached,
+                curve=[])
 
 
 @dataclass
@@ -95,15 +94,19 @@ class LisaSchedule:
 def relative_grad_norms(lm: LoadedModel, task: Task, calib: Sequence[Example], max_length: int = 256,
                         batch_size: int = 8) -> list[float]:
     """||grad|| / ||weight|| of each block (L values, norms over all of a block's parameters) for the
-    mean task loss (`finetune.batch_loss`) over `calib`, with every parameter trainable.
+    mean task loss (`finetune.batch_loss`) over `calib`, with every block trainable.
 
-    The weights are untouched; requires_grad flags are restored and gradients cleared afterwards.
+    Only the blocks' parameters get gradients (their values do not depend on whether the embeddings
+    and head are trained), so the dense V x d embedding gradient is never computed. The weights are
+    untouched; requires_grad flags are restored and gradients cleared afterwards.
     """
     enc = encode(lm.tokenizer, task, calib, max_length)
     params = list(lm.model.parameters())
     flags = [p.requires_grad for p in params]
     lm.model.zero_grad(set_to_none=True)
-    lm.model.requires_grad_(True)
+    lm.model.requires_grad_(False)
+    for block in lm.blocks:
+        block.requires_grad_(True)
     try:
         for batch in batches(enc, batch_size, lm.tokenizer.pad_token_id, lm.device):
             loss, _ = batch_loss(lm, enc, batch)  # per example
@@ -260,7 +263,8 @@ def resolve(spec: str, lm: LoadedModel, *, task: Task | None = None, calib: Sequ
 
     `task` and `calib` feed `gradnorm`; `plan_path` is the plan of `lora-plan`; `seed` drives
     `random` and `lisa`; `steps` (the run's length) sets and checks the period of `lisa`. Every plan is
-    checked against `lm` (a saved plan for a model of another depth fails here).
+    checked against `lm` (a saved plan for a model of another depth fails here) and priced on it by
+    the cost ledger (`cost.cost` at `max_length` tokens; a LISA schedule keeps equal-block prices).
     """
     name, _, arg = spec.partition(":")
     if name in STRATEGIES:
@@ -273,4 +277,8 @@ def resolve(spec: str, lm: LoadedModel, *, task: Task | None = None, calib: Sequ
     ctx = Context(lm, task, calib, plan_path, seed, steps, max_length)
     result = strategy.build(ctx, arg)
     result.extras = {"model": lm.name, **result.extras, "strategy": spec}
+    if isinstance(result, Plan):  # priced on this model: `max_length` tokens, batches of TRAIN_BATCH
+        label_rows = len(task.label_words) if task is not None and task.kind == "classification" else None
+        priced = cost(lm, result, max_length, TRAIN_BATCH, label_rows=label_rows)
+        result.cost_ratio, result.cost_ratio_cached = priced.cost_ratio, priced.cost_ratio_cached
     return result
