@@ -153,3 +153,31 @@ def test_build_reports_missing_notebooks(tmp_path):
     assert proc.returncode != 0
     for name in build.toc_notebooks(BOOK):
         assert f"{name}.ipynb" in proc.stderr
+
+
+def test_citations_resolve_to_the_bibliography(built_book):
+    html = built_book / "_build" / "html"
+    bib = (html / "bibliography.html").read_text(encoding="utf-8")
+    for key_text in ("semantic-aware layer-freezing", "logit lens", "Tuned Lens", "LoRA", "FreezeOut"):
+        assert key_text.lower() in bib.lower(), f"bibliography misses {key_text!r}"
+    for name in build.toc_notebooks(built_book):
+        page = (html / "notebooks" / f"{name}.html").read_text(encoding="utf-8")
+        assert "bibliography.html#" in page, f"{name}: cites nothing"
+        assert "{cite}" not in page, f"{name}: an unresolved {{cite}} role"
+
+
+def test_math_is_served_from_the_book(built_book):
+    html = built_book / "_build" / "html"
+    assert (html / "_static" / "mathjax" / "MathJax.js").exists(), "MathJax not copied into the book"
+    for page in (html / "method.html", html / "notebooks" / "04_scaling_law.html"):
+        text = page.read_text(encoding="utf-8")
+        scripts = re.findall(r"<script[^>]*src=\"([^\"]*MathJax[^\"]*)\"", text, flags=re.I)
+        assert scripts and all("://" not in s for s in scripts), f"{page.name}: MathJax from {scripts}"
+
+
+def test_method_page_quotes_the_reference_trace(built_book):
+    ref = json.loads((built_book / "reference" / "smollm2_bbc.json").read_text())
+    text = (built_book / "_build" / "html" / "method.html").read_text(encoding="utf-8")
+    assert "{{" not in text, "an unreplaced substitution on the method page"
+    assert f"excess argmax picks block {ref['chosen_layer']}" in text
+    assert f"{ref['law']['r2']:.2f}" in text
