@@ -6,7 +6,7 @@ OUT ?= runs/demo
 export FREEZELAB_CACHE ?= $(HOME)/.cache/freezelab
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: setup demo test test-fast notebooks book results results-ci bench clean
+.PHONY: setup demo test test-fast notebooks book book-instructor colab-check results results-ci bench clean
 
 setup: $(STAMP)
 
@@ -38,8 +38,18 @@ notebooks: $(STAMP)
 	FREEZELAB_SCALE=full $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 		--ExecutePreprocessor.timeout=3600 --ExecutePreprocessor.kernel_name=python3 $(NB)
 
+# The student edition (no solutions) into book/_build/html; the instructor edition (solutions shown,
+# executed solution notebooks added) into book/_build/instructor/html.
 book: $(STAMP)
 	$(PY) book/build.py
+
+book-instructor: $(STAMP)
+	$(PY) book/build.py --edition instructor
+
+# The Colab install cells are complete: a fresh venv gets only what they install (and what Colab ships),
+# then runs chapter 01 and assignment 1 at ci scale (minutes: not part of `make test`).
+colab-check: $(STAMP)
+	$(PY) notebooks/colab_check.py
 
 # The reproduction study (hours on a CPU; resumable). Installs its extra assets: Gemma-3-270M and
 # the King James Bible (Debian's bible-kjv), dumped without verse references.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Build the freezelab book (Jupyter Book 1.x, offline).
 
-    python book/build.py [--strict] [--notebooks DIR]
+    python book/build.py [--strict] [--notebooks DIR] [--edition student|instructor]
 
 1. Copies ``DIR/*.ipynb`` (default: the repository's ``notebooks/``) and the images of
    ``DIR/figures/`` into ``book/notebooks/`` (git-ignored), replacing what was there.
@@ -9,12 +9,18 @@
 3. Runs ``jupyter-book build book`` (with ``-W -n --keep-going`` under ``--strict``:
    every Sphinx warning is an error) and exits with its status.
 
+Two editions: ``student`` (the default, into ``book/_build/html``) leaves every ``{solution}`` out
+of the pages (sphinx-exercise's ``hide_solutions``, set by the local extension from
+``FREEZELAB_BOOK_EDITION``); ``instructor`` (into ``book/_build/instructor/html``) shows them and adds
+the executed solution notebooks of ``notebooks/assignments/solutions/`` as a part of their own.
+
 Notebooks are never executed: the book shows their stored outputs.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -24,6 +30,7 @@ from pathlib import Path
 BOOK = Path(__file__).resolve().parent
 REPO = BOOK.parent
 NOTEBOOK_PREFIX = "notebooks/"
+SOLUTIONS = "assignments/solutions"  # under notebooks/: the instructor edition's extra pages
 FIGURES = "figures"
 
 
@@ -68,6 +75,30 @@ def copy_notebooks(src: Path, book: Path = BOOK) -> list[Path]:
     return copied
 
 
+def instructor_toc(src: Path, book: Path = BOOK) -> Path:
+    """Copy the solution notebooks into the book and write a table of contents that lists them.
+
+    Returns the path of that table of contents (under book/_build/instructor/, next to the edition).
+    """
+    import yaml
+
+    dest = book / "notebooks" / SOLUTIONS
+    dest.mkdir(parents=True)
+    names = []
+    for nb in sorted((src / SOLUTIONS).glob("*.ipynb")):
+        shutil.copy2(nb, dest / nb.name)
+        names.append(nb.stem)
+    if not names:
+        raise FileNotFoundError(f"no solution notebooks in {src / SOLUTIONS}")
+    toc = yaml.safe_load((book / "_toc.yml").read_text())
+    toc["parts"].append({"caption": "Instructors: solution notebooks",
+                         "chapters": [{"file": f"{NOTEBOOK_PREFIX}{SOLUTIONS}/{name}"} for name in names]})
+    path = book / "_build" / "instructor" / "_toc.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(toc, sort_keys=False))
+    return path
+
+
 def jupyter_book_command() -> list[str]:
     exe = Path(sys.executable).with_name("jupyter-book")
     if exe.exists():
@@ -79,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--strict", action="store_true", help="treat every warning as an error (-W -n --keep-going)")
     parser.add_argument("--notebooks", type=Path, default=REPO / "notebooks", help="folder of the chapter notebooks (default: repo notebooks/)")
+    parser.add_argument("--edition", choices=("student", "instructor"), default="student",
+                        help="student: no solutions (book/_build/html); instructor: solutions and the solution "
+                             "notebooks (book/_build/instructor/html)")
     args = parser.parse_args(argv)
 
     book = BOOK
@@ -100,13 +134,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"copied {len(copied)} notebook(s) from {src} into {book / 'notebooks'}")
 
     cmd = jupyter_book_command() + ["build", str(book)]
+    out = book / "_build"
+    if args.edition == "instructor":
+        out = book / "_build" / "instructor"
+        cmd += ["--toc", str(instructor_toc(src, book)), "--path-output", str(out)]
     if args.strict:
         cmd += ["-W", "-n", "--keep-going"]
-    print("$ " + " ".join(cmd), flush=True)
+    print(f"$ FREEZELAB_BOOK_EDITION={args.edition} " + " ".join(cmd), flush=True)
     start = time.perf_counter()
-    status = subprocess.call(cmd)
+    status = subprocess.call(cmd, env={**os.environ, "FREEZELAB_BOOK_EDITION": args.edition})
     elapsed = time.perf_counter() - start
-    index = book / "_build" / "html" / "index.html"
+    if args.edition == "instructor" and status == 0:  # jupyter-book writes <path-output>/_build/html
+        shutil.rmtree(out / "html", ignore_errors=True)
+        shutil.move(out / "_build" / "html", out / "html")
+    index = out / "html" / "index.html"
     if status == 0:
         print(f"book built in {elapsed:.0f} s: open {index}")
     else:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,8 @@ def reference_substitutions(path: Path = REFERENCE) -> dict[str, str]:
 
 def _configure(app, config) -> None:
     config.mathjax_path = MATHJAX_PATH
+    # book/build.py --edition: the student edition (default) leaves every {solution} out of the pages
+    config.hide_solutions = os.environ.get("FREEZELAB_BOOK_EDITION", "student") != "instructor"
     config.myst_substitutions = {**reference_substitutions(), **(config.myst_substitutions or {})}
 
 
