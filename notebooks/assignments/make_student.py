@@ -7,8 +7,8 @@
 The solution notebooks in ``solutions/`` are the source. In their code cells, every block between
 ``### BEGIN SOLUTION`` and ``### END SOLUTION`` becomes ``# YOUR CODE HERE`` followed by
 ``raise NotImplementedError`` (at the block's indentation); markdown cells tagged ``defence`` keep
-only their ``<!-- defence -->`` marker and the placeholder ``YOUR ANSWER HERE``. Outputs and
-execution counts are dropped: students get clean notebooks.
+only their ``<!-- defence -->`` marker and the placeholder ``YOUR ANSWER HERE``. Outputs, execution
+counts and timings are dropped: students get clean notebooks (the solutions keep theirs, for teachers).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def strip_solutions(nb: dict) -> dict:
             cell["source"] = src.rstrip("\n")
             cell["outputs"] = []
             cell["execution_count"] = None
+            cell["metadata"].pop("execution", None)  # the timings of the executed solutions
         elif "defence" in cell.get("metadata", {}).get("tags", []):
             cell["source"] = DEFENCE
     return out
