@@ -29,16 +29,16 @@ def positive(x) -> bool:
 def test_step_cost(tmp_path):
     result = run("step_cost", tmp_path, "--tiny", "--layers", "2", "--seq-len", "16", "--batch", "2",
                  "--reps", "1")
-    assert isinstance(result["device"], str)
-    assert set(result["strategies"]) == {"full", "plan", "plan-cached", "lora", "lora-plan"}
+    assert isinstance(result["device"], str) and result["machine"]["torch"]
+    assert set(result["strategies"]) == {"full", "cut0", "plan", "plan-cached", "lora", "lora-plan", "lisa"}
     for name, row in result["strategies"].items():
-        assert set(row) == {"step_seconds", "ratio_measured", "ratio_flops", "peak_mem_mb"}, name
-        assert all(positive(row[k]) for k in ("step_seconds", "ratio_measured", "ratio_flops"))
+        assert {"step_seconds", "ratio_measured", "ratio_model", "peak_mem_mb", "mem_model_mb"} <= set(row), name
+        assert all(positive(row[k]) for k in ("step_seconds", "ratio_measured", "ratio_model", "mem_model_mb"))
         assert math.isfinite(row["peak_mem_mb"]) and row["peak_mem_mb"] >= 0
     full = result["strategies"]["full"]
-    assert full["ratio_measured"] == 1.0 and full["ratio_flops"] == pytest.approx(1.0)
-    flops = {name: row["ratio_flops"] for name, row in result["strategies"].items()}
-    assert flops["plan-cached"] < flops["plan"] < 1
+    assert full["ratio_measured"] == 1.0 and full["ratio_model"] == pytest.approx(1.0)
+    model = {name: row["ratio_model"] for name, row in result["strategies"].items()}
+    assert model["plan-cached"] < model["plan"] < model["cut0"] < 1
 
 
 def test_trace_memory(tmp_path):

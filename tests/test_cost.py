@@ -1,6 +1,8 @@
-"""Cost model (step 6) on tiny random-initialised HF models built from configs (no hub)."""
+"""The cost ledger (step 6) on tiny random twins: hand counts from shapes, what each part adds, the
+memory terms, the nominal curve, the compatible entry points and the stored device constants."""
 
-import types
+import importlib
+import json
 
 import numpy as np
 import pytest
@@ -8,143 +10,217 @@ import torch
 import transformers
 
 from freezelab.cost import (
-    ADAMW_BYTES_PER_PARAM,
+    ADAMW_FLOPS,
+    ADAMW_STREAMS,
+    FLOPS_ONLY,
+    Device,
+    Shape,
+    Training,
     attention_width,
-    block_flops,
     cost,
-    cost_ratios,
     cut_cost_curve,
-    head_flops,
-    step_flops,
+    cut_training,
+    device_constants,
+    full_training,
+    ledger,
+    nominal_cost_curve,
+    subset_ratios,
 )
+from freezelab.encode import Encoded, collate
+from freezelab.finetune import batch_loss
+from freezelab.freeze import freeze
 from freezelab.gains import Gains
-from freezelab.plan import Plan, default_cost_curve, plan
+from freezelab.models import load_model
+from freezelab.plan import Plan, plan
+from freezelab.strategies import resolve
 
-T = 32  # tokens per sequence
+ledger_module = importlib.import_module("freezelab.cost")  # the package exports the function `cost`
+T, B = 32, 4  # tokens per sequence, sequences per step
+DEVICE = Device("test", 1e10, 1e9)  # fixed constants: no calibration in tests
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=1000, max_position_embeddings=256)
 
 
 @pytest.fixture(scope="module")
 def llama():
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                                      num_attention_heads=4, num_key_value_heads=2, vocab_size=1000,
-                                      tie_word_embeddings=False)
-    model = transformers.LlamaForCausalLM(config)
-    return types.SimpleNamespace(model=model, blocks=list(model.model.layers), embeddings=[model.model.embed_tokens],
-                                 final_norm=model.model.norm, lm_head=model.lm_head, tied=False, num_layers=4,
-                                 name="tiny-llama")
+    return load_model("random:smollm2-135m", device="cpu", dtype="fp32", **TINY)
 
 
 @pytest.fixture(scope="module")
-def gpt2():
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(n_embd=64, n_layer=4, n_head=4, vocab_size=1000)
-    model = transformers.GPT2LMHeadModel(config)
-    assert model.lm_head.weight is model.transformer.wte.weight
-    return types.SimpleNamespace(model=model, blocks=list(model.transformer.h),
-                                 embeddings=[model.transformer.wte, model.transformer.wpe],
-                                 final_norm=model.transformer.ln_f, lm_head=model.lm_head, tied=True, num_layers=4,
-                                 name="tiny-gpt2")
+def gemma():
+    return load_model("random:gemma3-270m", device="cpu", dtype="fp32", hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1, head_dim=16,
+                      vocab_size=1000, max_position_embeddings=256)
 
 
-def test_llama_block_flops_match_hand_count(llama):
+def parts(l):
+    return {p.name: p for p in l.parts}
+
+
+def test_block_and_head_flops_match_hand_count(llama):
+    shape = Shape.of(llama)
     d, kv, ff = 64, 2 * 16, 128  # 2 key/value heads of width 16
     weights = d * d + d * kv + d * kv + d * d + 3 * d * ff  # q k v o, gate up down
+    assert shape.block_weights == (weights,) * 4
     assert attention_width(llama.model.config) == 64
-    assert block_flops(llama.blocks[0], T, 64) == 2 * weights * T + 4 * T**2 * 64
+    l = parts(ledger(shape, cut_training(4, 0), T, B, label_rows=5))
+    assert l["block matmuls forward"].flops == 4 * 2 * weights * B * T
+    assert l["attention forward"].flops == 4 * 4 * B * T**2 * 64
+    assert l["block matmuls backward (inputs)"].flops == l["block matmuls backward (weights)"].flops
+    assert l["attention backward"].flops == 2 * l["attention forward"].flops
+    assert l["head forward + loss"].flops == 2 * B * 5 * d  # label rows at the prediction position only
+    # cut 2: backward through blocks 3..4 only; cached: blocks 1..2 do not run
+    cut = parts(ledger(shape, cut_training(4, 2), T, B, label_rows=5, cached=True))
+    assert cut["block matmuls forward"].flops == 2 * 2 * weights * B * T
+    assert cut["block matmuls backward (weights)"].flops == 2 * 2 * weights * B * T
+    assert "cache read (h_k)" in cut and "embedding lookup" not in cut
 
 
-def test_gpt2_conv1d_weights_are_counted(gpt2):
-    weights = 64 * 192 + 64 * 64 + 64 * 256 + 256 * 64  # c_attn, attn.c_proj, c_fc, mlp.c_proj
-    assert attention_width(gpt2.model.config) == 64
-    assert block_flops(gpt2.blocks[0], T, 64) == 2 * weights * T + 4 * T**2 * 64
+def test_gpt2_conv1d_weights_are_counted():
+    config = transformers.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=1000)
+    lm = load_model("random:gpt2", device="cpu", dtype="fp32", **config.to_diff_dict())
+    assert Shape.of(lm).block_weights == (64 * 192 + 64 * 64 + 64 * 256 + 256 * 64,) * 2
+    assert Shape.of(lm).embedding_params == 1000 * 64 + 1024 * 64  # token and position embeddings
 
 
-def test_attention_width_follows_head_dim():
-    config = transformers.LlamaConfig(hidden_size=64, num_attention_heads=4, head_dim=32)
-    assert attention_width(config) == 128
+def test_full_costs_cut0_plus_embedding_gradient_and_adamw(llama):
+    shape = Shape.of(llama)
+    full = ledger(shape, full_training(4), T, B, label_rows=5, device=DEVICE)
+    cut0 = ledger(shape, cut_training(4, 0), T, B, label_rows=5, device=DEVICE)
+    f, c = parts(full), parts(cut0)
+    extra = {name for name in f if f[name] != c.get(name)}
+    assert extra == {"embedding gradient (dense V x d)", "AdamW", "head backward"}
+    V, d = 1000, 64
+    assert f["embedding gradient (dense V x d)"].flops == B * T * d + V * d  # scatter-add + tied sum
+    assert f["AdamW"].flops - c["AdamW"].flops == ADAMW_FLOPS * V * d
+    assert f["AdamW"].nbytes - c["AdamW"].nbytes == ADAMW_STREAMS * V * d * 4
+    assert f["head backward"].flops == 2 * c["head backward"].flops  # the tied head's weight gradient
+    assert full.seconds > cut0.seconds
+    assert full.trainable_params - cut0.trainable_params == V * d
 
 
-def test_head_flops(llama):
-    assert head_flops(llama.lm_head, T) == 2 * 64 * 1000 * T
-    assert head_flops(llama.lm_head, T, label_rows=3) == 2 * 64 * 3
+def test_label_rows_head_cheaper_than_full_vocabulary(llama):
+    shape = Shape.of(llama)
+    rows = parts(ledger(shape, cut_training(4, 2), T, B, label_rows=5))["head forward + loss"]
+    vocab = parts(ledger(shape, cut_training(4, 2), T, B))["head forward + loss"]
+    assert vocab.flops == 2 * B * T * 1000 * 64 and rows.flops < vocab.flops / 1000
+    assert rows.nbytes < vocab.nbytes
 
 
-def test_step_flops_suffix_and_arbitrary_sets():
-    F = [1.0] * 4
-    assert step_flops(F, 0.0, [2, 3], False) == (4 + 2 * 2, 3 * 2)  # sum F + 2 sum_{l>k} F; cached 3 sum_{l>k} F
-    assert step_flops(F, 0.0, [2], False) == (4 + 2 + 1, 2 + 2 + 1)  # block 4 frozen: input gradient only
-    assert step_flops(F, 0.0, [0, 2], False) == (4 + 4 + 2, 4 + 4 + 2)
-    assert step_flops(F, 1.0, [3], True) == (4 + 1 + 1 + 1 + 1 + 1, 1 + 1 + 1 + 1 + 1 + 1)
-    assert step_flops(F, 1.0, [], False) == (4 + 1, 1)
+def test_memory_terms_add_up(llama):
+    shape = Shape.of(llama)
+    for train in (full_training(4), cut_training(4, 2), Training((1, 3), False, False, True)):
+        for cached in (False, True):
+            m = ledger(shape, train, T, B, label_rows=5, cached=cached).memory
+            assert m.grads == ledger(shape, train, T, B, 5).trainable_params * 4
+            assert m.optimizer == 2 * m.grads
+            assert m.peak == m.params + m.cache + m.optimizer + max(m.activations, m.grads + m.temporaries)
+            assert m.added == m.peak - m.params
+            assert m.params == shape.total_params * 4 == llama.num_params * 4
+    cut = ledger(shape, cut_training(4, 2), T, B, 5, cached=True).memory
+    assert cut.cache == B * T * 64 * 4
+    # activations: the trained suffix's saved tensors grow with the number of trained blocks
+    assert ledger(shape, cut_training(4, 1), T, B, 5).memory.activations > cut.activations
 
 
-def test_cost_ratios_equal_blocks_match_default_curve():
-    ratio, cached = cost_ratios([5.0] * 6, 0.0, head_trained=False)
-    expected_ratio, expected_cached = default_cost_curve(6)
-    np.testing.assert_allclose(ratio, expected_ratio)
-    np.testing.assert_allclose(cached, expected_cached)
-
-
-@pytest.mark.parametrize("label_rows", [None, 4])
-@pytest.mark.parametrize("head_trained", [True, False])
-def test_cut_cost_curve_shape_and_order(llama, label_rows, head_trained):
-    ratio, cached = cut_cost_curve(llama, T, label_rows=label_rows, head_trained=head_trained)
-    assert ratio.shape == cached.shape == (4,)
-    assert np.all(np.diff(ratio) <= 0) and np.all(np.diff(cached) <= 0)
-    assert np.all(cached <= ratio + 1e-12)
-    if head_trained:
-        assert ratio[0] == 1.0 and cached[0] == 1.0
-    else:  # the head's weight gradient is saved even at cut 0
-        F = sum(block_flops(b, T, 64) for b in llama.blocks)
-        H = head_flops(llama.lm_head, T, label_rows)
-        assert np.isclose(ratio[0], (3 * F + 2 * H) / (3 * F + 3 * H)) and ratio[0] < 1
-
-
-def count_trainable_by_hand(lm, plan):
-    for p in lm.model.parameters():
-        p.requires_grad_(False)
-    modules = [lm.blocks[i] for i in plan.trained] + [lm.final_norm]
-    modules += [] if plan.freeze_embeddings else lm.embeddings
-    modules += [lm.lm_head] if plan.train_head else []
-    for m in modules:
-        m.requires_grad_(True)
-    return sum(p.numel() for p in lm.model.parameters() if p.requires_grad)
-
-
-@pytest.mark.parametrize("fixture", ["llama", "gpt2"])
-@pytest.mark.parametrize("train_head, freeze_embeddings", [(False, True), (True, True), (False, False)])
-def test_trainable_share_matches_requires_grad_count(request, fixture, train_head, freeze_embeddings):
+@pytest.mark.parametrize("fixture", ["llama", "gemma"])
+def test_saved_activations_match_autograd(request, fixture):
+    """The per-token count of saved activations matches what autograd keeps for one trained block."""
     lm = request.getfixturevalue(fixture)
-    plan = Plan.from_cut(4, 2)
-    plan.train_head, plan.freeze_embeddings = train_head, freeze_embeddings
-    if lm.tied:  # a tied head follows the embedding
-        plan.train_head = not freeze_embeddings
-    by_hand = count_trainable_by_hand(lm, plan)
-    total = sum(p.numel() for p in lm.model.parameters())
-    c = cost(lm, plan, seq_len=T, batch=8)
-    assert (c.trainable_params, c.total_params) == (by_hand, total)
-    assert c.trainable_share == by_hand / total
-    assert c.optimizer_state_bytes == ADAMW_BYTES_PER_PARAM * by_hand
+    ids = torch.randint(lm.vocab_size, (2, T))
+    enc = Encoded(ids.tolist(), torch.tensor([1, 2]), torch.arange(5), torch.tensor([1, 2]))
+    batch = collate(enc, range(2), 0)
+    freeze(lm, Plan.from_cut(lm.num_layers, lm.num_layers - 1))
+    weights = {p.untyped_storage().data_ptr() for p in lm.model.parameters()}
+    saved = {}
+
+    def pack(t):
+        key = t.untyped_storage().data_ptr()
+        if key not in weights:
+            saved[key] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        batch_loss(lm, enc, batch)
+    lm.model.requires_grad_(False)
+    measured = sum(saved.values()) / 4 / (2 * T)  # elements per token
+    assert Shape.of(lm).block_saved[-1] == pytest.approx(measured, rel=0.08)
 
 
-def test_cost_of_a_plan(llama):
-    plan = Plan.from_cut(4, 1)
-    c = cost(llama, plan, seq_len=T, batch=8, label_rows=4)
-    ratio, cached = cut_cost_curve(llama, T, label_rows=4)
-    assert np.isclose(c.cost_ratio, ratio[1]) and np.isclose(c.cost_ratio_cached, cached[1])
-    assert np.isclose(c.flops_step / c.flops_full, c.cost_ratio)
-    assert np.isclose(c.flops_step_cached / c.flops_full, c.cost_ratio_cached)
-    F = block_flops(llama.blocks[0], T, 64)
-    H = head_flops(llama.lm_head, T, 4)
-    assert np.isclose(c.flops_full, 8 * (3 * 4 * F + 3 * H))
-    # Korthikanti et al.: s b h (34 + 5 a s / h) bytes per block in 16-bit; fp32 doubles it; 3 blocks trained
-    assert c.activation_bytes == T * 8 * 64 * (34 + 5 * 4 * T / 64) * 2 * 3
-    assert set(c.to_dict()) >= {"flops_full", "cost_ratio", "trainable_share", "activation_bytes"}
+def test_nominal_curve_is_the_textbook_formula():
+    ratio, cached = nominal_cost_curve(6)
+    k = np.arange(6)
+    np.testing.assert_allclose(ratio, (6 + 2 * (6 - k)) / 18)
+    np.testing.assert_allclose(cached, (6 - k) / 6)
+    assert subset_ratios(4, [2, 3]) == pytest.approx((ratio_at(4, 2), (4 - 2) / 4))
+    assert subset_ratios(4, [0, 2]) == pytest.approx(((4 + 4 + 2) / 12, (4 + 4 + 2) / 12))
+    assert Plan.from_cut(6, 3).cost_ratio == pytest.approx(ratio[3])
 
 
-def test_cost_curve_feeds_plan(gpt2):
+def ratio_at(L, k):
+    return (L + 2 * (L - k)) / (3 * L)
+
+
+def test_cut_cost_curve_shape_and_order(llama):
+    ratio, cached = cut_cost_curve(llama, T, label_rows=5, device=DEVICE)
+    assert ratio.shape == cached.shape == (4,)
+    assert np.all(np.diff(ratio) < 0) and np.all(np.diff(cached) < 0)
+    assert np.all(cached <= ratio + 1e-12) and cached[0] == ratio[0]
+    assert ratio[0] < 1  # cut 0 keeps the embeddings frozen; full fine-tuning trains them
+
+
+def test_cost_entry_point_and_plans(llama):
+    chosen = Plan.from_cut(4, 1)
+    c = cost(llama, chosen, T, B, label_rows=5, device=DEVICE)
+    ratio, cached = cut_cost_curve(llama, T, label_rows=5, batch_size=B, device=DEVICE)
+    assert c.cost_ratio == pytest.approx(ratio[1]) and c.cost_ratio_cached == pytest.approx(cached[1])
+    assert c.trainable_params == freeze(llama, chosen)
+    full = cost(llama, resolve("full", llama), T, B, label_rows=5, device=DEVICE)
+    assert full.cost_ratio == 1.0 and full.trainable_params == freeze(llama, resolve("full", llama))
+    lora = cost(llama, resolve("lora", llama), T, B, label_rows=5, device=DEVICE)
+    assert lora.trainable_params == 4 * 8 * (64 + 64 + 2 * (64 + 32) + 64 + 64 + 2 * (64 + 128) + 128 + 64)
+    assert 0 < lora.cost_ratio < 1
+    d = c.to_dict()
+    assert {"cost_ratio", "cost_ratio_cached", "trainable_share", "activation_bytes", "ledger"} <= set(d)
+    assert json.loads(json.dumps(d))["ledger"]["parts"]
     excess = np.array([0.0, 0.0, 1.0, 0.0])
-    curve = cut_cost_curve(gpt2, T)
-    chosen = plan(Gains(excess, np.zeros(4), excess), cost_curve=curve)
-    assert chosen.chosen_layer == 3 and chosen.cost_ratio == curve[0][3]
+    curve = (ratio, cached)
+    assert plan(Gains(excess, np.zeros(4), excess), cost_curve=curve).cost_ratio == ratio[3]
+    llama.model.requires_grad_(False)
+
+
+def test_roofline_seconds(llama):
+    shape = Shape.of(llama)
+    l = ledger(shape, cut_training(4, 2), T, B, 5, device=DEVICE)
+    assert l.seconds == pytest.approx(sum(max(p.flops / 1e10, p.nbytes / 1e9) for p in l.parts))
+    assert ledger(shape, cut_training(4, 2), T, B, 5).seconds == l.flops  # FLOPS_ONLY
+    assert FLOPS_ONLY.seconds(5.0, 1e12) == 5.0
+    assert "AdamW" in l.table() and "peak" in l.table()
+
+
+def test_device_constants_are_measured_once_and_stored(tmp_path, monkeypatch):
+    monkeypatch.setenv("FREEZELAB_CACHE", str(tmp_path))
+    calls = []
+
+    def fake(device, dtype):
+        calls.append(device)
+        return Device(ledger_module.device_key(device, dtype), 2e10, 3e9)
+
+    monkeypatch.setattr(ledger_module, "calibrate", fake)
+    first = device_constants("cpu", torch.float32)
+    again = device_constants("cpu", torch.float32)
+    assert first == again and len(calls) == 1
+    stored = json.loads((tmp_path / "devices.json").read_text())
+    assert stored[first.name] == {"flops": 2e10, "bandwidth": 3e9}
+    device_constants("cpu", torch.float32, refresh=True)
+    assert len(calls) == 2
+
+
+@pytest.mark.slow
+def test_calibration_is_short():
+    import time
+
+    start = time.perf_counter()
+    device = ledger_module.calibrate("cpu", torch.float32)
+    assert time.perf_counter() - start < 10
+    assert device.flops > 1e8 and device.bandwidth > 1e7
