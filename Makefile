@@ -6,7 +6,7 @@ OUT ?= runs/demo
 export FREEZELAB_CACHE ?= $(HOME)/.cache/freezelab
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: setup demo test test-fast notebooks book book-instructor colab-check results results-ci bench clean
+.PHONY: setup demo test test-fast notebooks book book-instructor colab-check results results-ci bench bench-gpu clean
 
 setup: $(STAMP)
 
@@ -64,11 +64,21 @@ results: $(STAMP)
 	nohup book/results/run_study.sh >> book/results/study.log 2>&1 &
 	@echo "study started in the background: tail -f book/results/study.log"
 
-# Speed and memory ratios measured side by side (BENCH_ARGS="--threads 1" on a shared machine).
+# Speed and memory measured against the cost ledger (BENCH_ARGS="--threads 1" on a shared machine);
+# the JSON files under benchmarks/results are committed and benchmarks/README.md's tables made from them.
+BENCH_OUT := benchmarks/results
 bench: $(STAMP)
-	$(PY) benchmarks/step_cost.py $(BENCH_ARGS) --json runs/bench/step_cost.json
-	$(PY) benchmarks/trace_memory.py $(BENCH_ARGS) --json runs/bench/trace_memory.json
-	$(PY) benchmarks/plan_cost.py $(BENCH_ARGS) --json runs/bench/plan_cost.json
+	for m in smollm2-135m gemma3-270m; do for t in 64 256; do \
+		$(PY) benchmarks/step_cost.py --model random:$$m --seq-len $$t $(BENCH_ARGS) \
+			--json $(BENCH_OUT)/step_cost_$${m}_$${t}.json || exit 1; done; done
+	$(PY) benchmarks/trace_memory.py $(BENCH_ARGS) --json $(BENCH_OUT)/trace_memory.json
+	$(PY) benchmarks/plan_cost.py $(BENCH_ARGS) --json $(BENCH_OUT)/plan_cost.json
+	$(PY) benchmarks/tables.py
+
+# The same on one GPU in bf16 (SmolLM2-135M and a Llama-3.2-1B-shaped twin), under 5 minutes.
+bench-gpu: $(STAMP)
+	$(PY) benchmarks/gpu.py --out $(BENCH_OUT)
+	$(PY) benchmarks/tables.py
 
 clean:
 	rm -rf $(VENV) runs book/_build

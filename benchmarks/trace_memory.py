@@ -16,8 +16,8 @@ import json
 
 import torch
 
-from _common import (PeakMemory, add_common_args, device_name, load, memory_child, random_batch, warm_up,
-                     write_json)
+from _common import (PeakMemory, add_common_args, device_name, load, machine, memory_child, random_batch,
+                     warm_up, write_json)
 from freezelab.models import LoadedModel
 from freezelab.trace import run_backbone, trace_encoded
 
@@ -72,7 +72,7 @@ def main() -> None:
     print("\nkept states: the (B, L+1, d) float32 states the trace returns (independent of the length); "
           "logits: the B x T x V tensor the plain forward materialises.")
     write_json(args.json, {
-        "device": device, "model": args.model, "goal": GOAL,
+        "machine": machine(torch.device(args.device)), "device": device, "model": args.model, "goal": GOAL,
         "memory": "peak MB added over the loaded model; CPU: peak resident set growth in a process whose "
                   "allocator returns freed tensors; CUDA: torch.cuda.max_memory_allocated",
         "shapes": [{"batch": b, "seq_len": t, **row} for (b, t), row in zip(args.shapes, rows)],
