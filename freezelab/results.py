@@ -1,5 +1,233 @@
-"""Summary of the oracle study (placeholder until the metrics land)."""
+"""The oracle study's summary: metrics that can fail, each with a paired bootstrap CI.
+
+Every sweep of a model x data set shares one test set (the study's split is fixed), so statistics
+are computed per seed on the same resample of test examples and averaged over seeds; the 95%
+interval comes from `n_boot` such resamples (paired: every cut and strategy sees the same examples).
+
+- `frontier_regret_acc` / `_nats`: best realised result among grid cuts whose modelled cost is at
+  most the chosen cut's, minus the chosen cut's (accuracy points as a fraction; nats).
+- `oracle_gap`: the same against every grid cut (accuracy).
+- `cost_regret`: the chosen cut's modelled cost minus that of the cheapest grid cut whose accuracy
+  is within `ACC_TOLERANCE` of it.
+- `knee_cut`: the cheapest grid cut whose realised gain (nats) reaches 95% of full fine-tuning's;
+  `knee_distance` = knee cut - chosen cut, in blocks (> 0: the rule trains more blocks than needed).
+- `marginal_spearman`: Spearman between the predicted per-block gains g_l and the realised marginal
+  gain of the grid (loss at the deeper grid cut minus loss at the shallower one, attributed to the
+  blocks between them, g summed over them), beside `marginal_spearman_depth`: |Spearman| of block
+  depth with the same marginals (a depth-only predictor, its direction chosen after the fact).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy.stats import spearmanr
+
+ACC_TOLERANCE = 0.01  # "within 1 accuracy point"
+KNEE_SHARE = 0.95
+N_BOOT = 1000
+TRIVIAL_RULES = {  # cut k of L blocks chosen without looking at the trace
+    "top25": lambda L: L - max(1, L // 4),
+    "half": lambda L: L // 2,
+    "last-block": lambda L: L - 1,
+    "all-blocks": lambda L: 0,
+}
 
 
-def collect(out, scale_name, scale) -> None:
-    print("collect: not yet implemented")
+class Grid:
+    """One model x data set: per seed, realised per-example results of every grid cut."""
+
+    def __init__(self, sweeps: Sequence[dict]):
+        self.sweeps = list(sweeps)
+        self.L = sweeps[0]["num_layers"]
+        common = set.intersection(*({c["cut"] for c in s["cuts"]} for s in sweeps))
+        self.cuts = sorted(common)
+        self.cost = {c["cut"]: c["cost_ratio"] for c in sweeps[0]["cuts"] if c["cut"] in common}
+        by = [{c["cut"]: c for c in s["cuts"]} for s in sweeps]
+        self.acc = np.array([[by[i][k]["per_example_correct"] for k in self.cuts] for i in range(len(sweeps))],
+                            dtype=float)  # (S, K, n)
+        self.loss = np.array([[by[i][k]["per_example_loss"] for k in self.cuts] for i in range(len(sweeps))])
+        self.before_loss = np.array([s["before"]["per_example_loss"] for s in sweeps])  # (S, n)
+        self.full_loss = np.array([s["strategies"]["full"]["per_example_loss"] if "full" in s["strategies"]
+                                   else by[i][0]["per_example_loss"] for i, s in enumerate(sweeps)])
+        self.n = self.acc.shape[-1]
+
+    def index(self, cut: int) -> int:
+        return self.cuts.index(cut)
+
+    def stat(self, fn: Callable[..., float], n_boot: int = N_BOOT, seed: int = 0) -> dict:
+        """{mean, lo, hi} of fn(seed i, acc (K,), loss (K,), loss before, loss of full FT), the
+        per-cut means over test examples, averaged over seeds: on the whole test set and on
+        `n_boot` paired resamples of it."""
+        def over(idx: np.ndarray) -> float:
+            a, l_ = self.acc[..., idx].mean(-1), self.loss[..., idx].mean(-1)
+            before, full = self.before_loss[:, idx].mean(-1), self.full_loss[:, idx].mean(-1)
+            return float(np.mean([fn(i, a[i], l_[i], before[i], full[i]) for i in range(len(self.sweeps))]))
+
+        point = over(np.arange(self.n))
+        rng = np.random.default_rng(seed)
+        boots = [over(rng.integers(0, self.n, self.n)) for _ in range(n_boot)]
+        lo, hi = np.percentile(boots, [2.5, 97.5])
+        return {"mean": point, "lo": float(lo), "hi": float(hi)}
+
+    # --- the metrics of one rule (its cut per seed) ---------------------------------------------
+    def frontier(self, cuts: Sequence[int], key: str) -> Callable:
+        costs = np.array([self.cost[k] for k in self.cuts])
+
+        def fn(i, acc, loss, before, full):
+            j = self.index(cuts[i])
+            ok = costs <= costs[j] + 1e-12
+            return float(acc[ok].max() - acc[j]) if key == "acc" else float(loss[j] - loss[ok].min())
+        return fn
+
+    def oracle_gap(self, cuts: Sequence[int]) -> Callable:
+        return lambda i, acc, loss, before, full: float(acc.max() - acc[self.index(cuts[i])])
+
+    def cost_regret(self, cuts: Sequence[int]) -> Callable:
+        costs = np.array([self.cost[k] for k in self.cuts])
+
+        def fn(i, acc, loss, before, full):
+            j = self.index(cuts[i])
+            return float(costs[j] - costs[acc >= acc[j] - ACC_TOLERANCE].min())
+        return fn
+
+    def knee(self, loss: np.ndarray, before: float, full: float) -> int:
+        """The cheapest grid cut whose gain (nats) reaches KNEE_SHARE of full fine-tuning's."""
+        target = (before - full) - (1 - KNEE_SHARE) * abs(before - full)
+        costs = np.array([self.cost[k] for k in self.cuts])
+        reach = np.flatnonzero(before - loss >= target)
+        return self.cuts[int(reach[np.argmin(costs[reach])])] if reach.size else 0
+
+    def knee_distance(self, cuts: Sequence[int]) -> Callable:
+        return lambda i, acc, loss, before, full: float(self.knee(loss, before, full) - cuts[i])
+
+    def marginals(self, loss: np.ndarray, before: float) -> tuple[list[list[int]], np.ndarray]:
+        """Blocks (1-based) between consecutive grid cuts, and the loss each span of blocks removed."""
+        edges = self.cuts + [self.L]
+        values = list(loss) + [before]
+        spans = [list(range(a + 1, b + 1)) for a, b in zip(edges[:-1], edges[1:])]
+        return spans, np.array([values[j + 1] - values[j] for j in range(len(spans))])
+
+    def marginal_spearman(self, depth: bool) -> Callable:
+        g = np.mean([s["gains"]["excess"] for s in self.sweeps], 0)  # (L,), block l at index l-1
+
+        def fn(i, acc, loss, before, full):
+            spans, realised = self.marginals(loss, before)
+            predicted = [np.mean(spans_) if depth else g[np.array(spans_) - 1].sum() for spans_ in spans]
+            rho = spearmanr(predicted, realised).statistic
+            return float(abs(rho) if depth else rho)
+        return fn
+
+
+def rule_cuts(sweeps: Sequence[dict], L: int) -> dict[str, list[int]]:
+    """The cut per seed of every rule x lens variant and every trivial rule."""
+    names = sorted(set.intersection(*(set(s["variants"]) for s in sweeps)))
+    out = {name: [s["variants"][name] for s in sweeps] for name in names}
+    out.update({name: [rule(L)] * len(sweeps) for name, rule in TRIVIAL_RULES.items()})
+    return out
+
+
+def summarise_pair(sweeps: Sequence[dict], n_boot: int = N_BOOT) -> dict:
+    """One row of summary.json (see the module docstring for each metric)."""
+    grid = Grid(sweeps)
+    first = sweeps[0]
+    chosen = [s["chosen_cut"] for s in sweeps]
+    rules = {}
+    for name, cuts in rule_cuts(sweeps, grid.L).items():
+        if not all(k in grid.cuts for k in cuts):
+            continue
+        rules[name] = {"cuts": cuts, "cost": float(np.mean([grid.cost[k] for k in cuts])),
+                       "frontier_regret_acc": grid.stat(grid.frontier(cuts, "acc"), n_boot),
+                       "cost_regret": grid.stat(grid.cost_regret(cuts), n_boot),
+                       "knee_distance": grid.stat(grid.knee_distance(cuts), n_boot)}
+    knees = [grid.knee(grid.loss[i].mean(-1), grid.before_loss[i].mean(), grid.full_loss[i].mean())
+             for i in range(len(sweeps))]
+    strategies = {}
+    plan_acc = grid.acc[np.arange(len(sweeps)), [grid.index(k) for k in chosen]]  # (S, n)
+    plan_loss = grid.loss[np.arange(len(sweeps)), [grid.index(k) for k in chosen]]
+    names = sorted(set.intersection(*(set(s["strategies"]) for s in sweeps)))
+    for name in names:
+        if name == "semantic-plan":  # the chosen cut's grid run
+            acc, loss = plan_acc, plan_loss
+        else:
+            acc = np.array([s["strategies"][name]["per_example_correct"] for s in sweeps], dtype=float)
+            loss = np.array([s["strategies"][name]["per_example_loss"] for s in sweeps])
+        strategies[name] = {
+            "acc": paired(acc, np.zeros_like(acc), n_boot), "loss": paired(loss, np.zeros_like(loss), n_boot),
+            "acc_minus_plan": paired(acc, plan_acc, n_boot), "loss_minus_plan": paired(loss, plan_loss, n_boot),
+            "cost_ratio": float(np.mean([s["strategies"][name]["cost_ratio"] for s in sweeps])),
+            "seconds": float(np.mean([s["strategies"][name].get("seconds", np.nan) for s in sweeps])),
+            "lr": float(np.mean([s["strategies"][name].get("lr", s["lr"]) for s in sweeps]))}
+    full_seconds = strategies.get("full", {}).get("seconds", np.nan)
+    speed = [{"cut": c["cut"], "seconds": c["seconds"], "ratio_to_full": c["seconds"] / full_seconds,
+              "goal": 1.15 * (grid.L - c["cut"]) / grid.L} for c in first["cuts"]]
+    return {
+        "model": first["model"], "dataset": first["dataset"], "n_train": first["n_train"],
+        "n_test": first["n_test"], "steps": first["steps"], "batch_size": first["batch_size"],
+        "lr": first["lr"], "lora_lr": first["lora_lr"], "seeds": [s["seed"] for s in sweeps],
+        "complete": all(s["complete"] for s in sweeps), "num_layers": grid.L, "grid": grid.cuts,
+        "grid_cost": [grid.cost[k] for k in grid.cuts], "chosen_cut": chosen,
+        "acc_before": float(np.mean([s["acc_before"] for s in sweeps])),
+        "loss_before": float(np.mean([s["loss_before"] for s in sweeps])),
+        "grid_acc": grid.acc.mean(-1).mean(0).tolist(), "grid_loss": grid.loss.mean(-1).mean(0).tolist(),
+        "frontier_regret_acc": grid.stat(grid.frontier(chosen, "acc"), n_boot),
+        "frontier_regret_nats": grid.stat(grid.frontier(chosen, "nats"), n_boot),
+        "oracle_gap": grid.stat(grid.oracle_gap(chosen), n_boot),
+        "cost_regret": grid.stat(grid.cost_regret(chosen), n_boot),
+        "knee_cut": knees, "knee_distance": grid.stat(grid.knee_distance(chosen), n_boot),
+        "marginal_spearman": grid.stat(grid.marginal_spearman(False), n_boot),
+        "marginal_spearman_depth": grid.stat(grid.marginal_spearman(True), n_boot),
+        "benefit_spearman": [s["spearman"] for s in sweeps],
+        "law": [{k: s["law"][k] for k in ("E", "A", "alpha", "r2", "at_bound") if k in s["law"]} for s in sweeps],
+        "rules": rules, "strategies": strategies, "speed": speed,
+        "speed_goal_met": int(sum(x["ratio_to_full"] <= x["goal"] for x in speed if x["cut"] > 0)),
+        "speed_goal_of": int(sum(1 for x in speed if x["cut"] > 0)),
+    }
+
+
+def paired(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """Mean of a - b over seeds and test examples (S, n), with a paired bootstrap 95% CI."""
+    diff = (a - b).mean(0)  # seeds share the test examples: average them first, resample examples
+    rng = np.random.default_rng(seed)
+    boots = [diff[rng.integers(0, diff.size, diff.size)].mean() for _ in range(n_boot)]
+    lo, hi = np.percentile(boots, [2.5, 97.5]) if n_boot else (np.nan, np.nan)
+    return {"mean": float(diff.mean()), "lo": float(lo), "hi": float(hi)}
+
+
+def leaderboard(rows: Sequence[dict]) -> dict:
+    """Every rule's mean frontier regret (accuracy), cost regret and cost over all rows."""
+    names = sorted(set.union(*(set(r["rules"]) for r in rows))) if rows else []
+    out = {}
+    for name in names:
+        have = [r["rules"][name] for r in rows if name in r["rules"]]
+        out[name] = {"pairs": len(have),
+                     **{k: float(np.mean([h[k]["mean"] for h in have])) for k in
+                        ("frontier_regret_acc", "cost_regret", "knee_distance")},
+                     "cost": float(np.mean([h["cost"] for h in have]))}
+    return out
+
+
+def load_sweeps(out: Path) -> dict[tuple[str, str], list[dict]]:
+    """Every stored sweep.json under `out/runs/MODEL/DATASET/seedS/`, grouped by model x data set."""
+    grouped: dict[tuple[str, str], list[dict]] = {}
+    for p in sorted(out.glob("runs/*/*/seed*/sweep.json")):
+        sweep = {**json.loads(p.read_text()), "dataset": p.parts[-3]}
+        if sweep["cuts"]:
+            grouped.setdefault((sweep["model"], sweep["dataset"]), []).append(sweep)
+    return grouped
+
+
+def collect(out: Path, scale_name: str, scale, n_boot: int = N_BOOT) -> dict:
+    """Summarise every sweep stored under `out`: summary.json, summary.md and figures."""
+    from .study_report import write_report
+
+    grouped = load_sweeps(out)
+    rows = [summarise_pair(sweeps, n_boot) for sweeps in grouped.values()]
+    summary = {"scale": scale_name, "rows": rows, "rules": leaderboard(rows)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_report(out, summary, grouped)
+    print(f"wrote {out / 'summary.json'}, summary.md and figures")
+    return summary

@@ -1,0 +1,216 @@
+"""The oracle study's tables, generated prose and figures, from summary.json (`results.collect`).
+
+Everything the results chapter states with a number is written here from the JSON: `summary.md`
+(tables) and `verdict.md` (sentences), both included by book/results.md; figures are PNGs beside them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def ci(x: dict, scale: float = 1.0, digits: int = 2) -> str:
+    """'mean [lo, hi]' of a {mean, lo, hi} dict."""
+    f = f"{{:.{digits}f}}"
+    return f"{f.format(x['mean'] * scale)} [{f.format(x['lo'] * scale)}, {f.format(x['hi'] * scale)}]"
+
+
+def excludes_zero(x: dict) -> bool:
+    return x["lo"] > 0 or x["hi"] < 0
+
+
+def status_lines(grouped: dict) -> list[str]:
+    lines = ["| model | data set | seeds stored | complete | runs stored per seed |", "| --- | --- | --- | --- | --- |"]
+    for (model, dataset), sweeps in grouped.items():
+        runs = [len(s["cuts"]) + len(s["strategies"]) - ("semantic-plan" in s["strategies"]) for s in sweeps]
+        lines.append(f"| {model} | {dataset} | {[s['seed'] for s in sweeps]} | "
+                     f"{'yes' if all(s['complete'] for s in sweeps) else 'no'} | {runs} |")
+    return lines
+
+
+def row_tables(row: dict) -> list[str]:
+    name = f"{row['model']} on {row['dataset']}"
+    stem = f"{row['model']}_{row['dataset']}"
+    lines = [f"## {name}", "",
+             f"{len(row['seeds'])} seed(s) {row['seeds']}{'' if row['complete'] else ' (partial: some runs still to come)'}; "
+             f"{row['n_train']} training examples, one epoch of {row['steps']} steps of batch {row['batch_size']}; "
+             f"block lr {row['lr']:g}, LoRA lr {row['lora_lr']:g} (picked on validation data); "
+             f"{row['n_test']} test examples; grid of {len(row['grid'])} cuts.", "",
+             f"![{name}: realised result per cut]({stem}.png)", "",
+             "| metric | value [95% CI] |", "| --- | --- |",
+             f"| chosen cut per seed (argmax-excess, logit-labels) | {row['chosen_cut']} |",
+             f"| knee cut per seed (cheapest cut reaching 95% of full FT's gain) | {row['knee_cut']} |",
+             f"| knee distance (blocks; > 0: plan trains more than needed) | {ci(row['knee_distance'], digits=1)} |",
+             f"| frontier regret (accuracy points) | {ci(row['frontier_regret_acc'], 100, 1)} |",
+             f"| frontier regret (nats) | {ci(row['frontier_regret_nats'], digits=3)} |",
+             f"| oracle gap (accuracy points) | {ci(row['oracle_gap'], 100, 1)} |",
+             f"| cost regret (share of full FT's cost) | {ci(row['cost_regret'])} |",
+             f"| marginal Spearman (predicted g_l vs realised) | {ci(row['marginal_spearman'])} |",
+             f"| marginal Spearman of depth alone, best direction | {ci(row['marginal_spearman_depth'])} |",
+             f"| old benefit Spearman per seed (any depth order scores the same) | "
+             f"{[round(x, 2) if x == x else None for x in row['benefit_spearman']]} |",
+             f"| law fit R^2 per seed; parameters on their bound | "
+             f"{[round(l_['r2'], 2) for l_ in row['law']]}; {[list(l_.get('at_bound', [])) for l_ in row['law']]} |",
+             f"| speed goal (cut run <= 1.15 (L-k)/L of full FT's wall time) | met by {row['speed_goal_met']} "
+             f"of {row['speed_goal_of']} cuts (seed {row['seeds'][0]}) |", ""]
+    lines += ["Rules (cut per seed; metrics with 95% CI):", "",
+              "| rule | cuts | cost | frontier regret (acc points) | cost regret | knee distance |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for rule, r in sorted(row["rules"].items(), key=lambda kv: kv[1]["frontier_regret_acc"]["mean"]):
+        lines.append(f"| {rule} | {r['cuts']} | {r['cost']:.2f} | {ci(r['frontier_regret_acc'], 100, 1)} | "
+                     f"{ci(r['cost_regret'])} | {ci(r['knee_distance'], digits=1)} |")
+    lines += ["", f"Before fine-tuning: accuracy {row['acc_before']:.3f}, loss {row['loss_before']:.3f} nats.", "",
+              "| strategy | lr | accuracy | minus plan (acc) | loss (nats) | minus plan (nats) | cost | wall s |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for s_name, s in sorted(row["strategies"].items(), key=lambda kv: kv[1]["cost_ratio"]):
+        lines.append(f"| {s_name} | {s['lr']:g} | {ci(s['acc'], digits=3)} | {ci(s['acc_minus_plan'], digits=3)} | "
+                     f"{ci(s['loss'], digits=3)} | {ci(s['loss_minus_plan'], digits=3)} | {s['cost_ratio']:.2f} | "
+                     f"{s['seconds']:.0f} |")
+    lines += ["", f"![{name}: training loss]({stem}_train.png)", "",
+              f"![{name}: predicted and realised per-block gains]({stem}_marginal.png)", "",
+              f"![{name}: deviation before and after fine-tuning]({stem}_retrace.png)", ""]
+    return lines
+
+
+def verdict_lines(summary: dict) -> list[str]:
+    """Sentences for the chapter, each number read from the summary."""
+    lines = []
+    for row in summary["rows"]:
+        name = f"**{row['model']} on {row['dataset']}** ({len(row['seeds'])} seed(s){'' if row['complete'] else ', partial'})"
+        fr, cr, kd = row["frontier_regret_acc"], row["cost_regret"], row["knee_distance"]
+        top = row["rules"].get("top25")
+        ms, md = row["marginal_spearman"], row["marginal_spearman_depth"]
+        parts = [f"{name}: the plan chose cut(s) {row['chosen_cut']}; the knee was at {row['knee_cut']}, "
+                 f"a distance of {ci(kd, digits=1)} blocks."]
+        parts.append(f"Frontier regret {ci(fr, 100, 1)} accuracy points"
+                     + (" (a CI above zero: a cheaper cut did better)." if fr["lo"] > 0 else
+                        " (the CI includes zero: no cheaper cut did measurably better)."))
+        parts.append(f"Cost regret {ci(cr)} of full fine-tuning's cost"
+                     + (": a cheaper cut was as accurate." if cr["lo"] > 0 else "."))
+        if top is not None:
+            better = top["cost_regret"]["mean"] < cr["mean"] and top["frontier_regret_acc"]["mean"] <= fr["mean"]
+            parts.append(f"top25 (cut {top['cuts'][0]}) had frontier regret {ci(top['frontier_regret_acc'], 100, 1)} "
+                         f"and cost regret {ci(top['cost_regret'])}: "
+                         + ("it did better than the plan on both." if better else "it did not beat the plan on both."))
+        parts.append(f"Per-block: Spearman of the predicted gains with the realised marginal gains {ci(ms)}, "
+                     f"against {ci(md)} for depth alone"
+                     + (" (the method does not beat depth)." if ms["mean"] <= md["mean"] else "."))
+        lines += [" ".join(parts), ""]
+    if summary["rules"]:
+        best = min(summary["rules"].items(), key=lambda kv: (kv[1]["cost_regret"], kv[1]["frontier_regret_acc"]))
+        lines.append(f"Over all pairs so far, the rule with the lowest mean cost regret was `{best[0]}` "
+                     f"({best[1]['cost_regret']:.2f}, frontier regret {100 * best[1]['frontier_regret_acc']:.1f} "
+                     f"accuracy points, mean cost {best[1]['cost']:.2f}).")
+    return lines
+
+
+def write_report(out: Path, summary: dict, grouped: dict) -> None:
+    lines = ["## Status", ""] + status_lines(grouped) + [""]
+    if summary["rules"]:
+        lines += ["## Rule leaderboard (means over every model x data set so far)", "",
+                  "| rule | pairs | frontier regret (acc points) | cost regret | knee distance | cost |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for name, r in sorted(summary["rules"].items(), key=lambda kv: kv[1]["cost_regret"]):
+            lines.append(f"| {name} | {r['pairs']} | {100 * r['frontier_regret_acc']:.1f} | {r['cost_regret']:.2f} | "
+                         f"{r['knee_distance']:.1f} | {r['cost']:.2f} |")
+        lines.append("")
+    for row in summary["rows"]:
+        lines += row_tables(row)
+        sweeps = grouped[(row["model"], row["dataset"])]
+        stem = out / f"{row['model']}_{row['dataset']}"
+        figure_grid(row, Path(f"{stem}.png"))
+        figure_training(sweeps, Path(f"{stem}_train.png"))
+        figure_marginal(row, sweeps, Path(f"{stem}_marginal.png"))
+        figure_retrace(row, sweeps, Path(f"{stem}_retrace.png"))
+    (out / "summary.md").write_text("\n".join(lines))
+    (out / "verdict.md").write_text("\n".join(verdict_lines(summary)) + "\n")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 11})
+    return plt
+
+
+def figure_grid(row: dict, path: Path) -> None:
+    """Accuracy and loss of every grid cut vs modelled cost, strategies as markers, plan and knee marked."""
+    plt = _plt()
+    fig, axes = plt.subplots(2, 1, figsize=(8, 8), layout="constrained", sharex=True)
+    for ax, key, unit in ((axes[0], "acc", "test accuracy"), (axes[1], "loss", "test loss (nats)")):
+        ax.plot(row["grid_cost"], row[f"grid_{key}"], "o-", color="0.45", label="cut k (mean over seeds)")
+        for k, x, y in zip(row["grid"], row["grid_cost"], row[f"grid_{key}"]):
+            ax.annotate(str(k), (x, y), textcoords="offset points", xytext=(2, 4), fontsize=8, color="0.3")
+        for i, (name, s) in enumerate(sorted(row["strategies"].items())):
+            ax.errorbar(s["cost_ratio"], s[key]["mean"], yerr=[[s[key]["mean"] - s[key]["lo"]], [s[key]["hi"] - s[key]["mean"]]],
+                        fmt="*" if name == "semantic-plan" else "s", ms=13 if name == "semantic-plan" else 6,
+                        color=plt.cm.tab10(i % 10), label=name, zorder=3)
+        ax.axhline(row[f"{key}_before"], ls=":", color="k", label="before fine-tuning")
+        ax.set_ylabel(unit)
+    axes[1].set_xlabel("modelled cost (share of full fine-tuning's step)")
+    axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.suptitle(f"{row['model']} on {row['dataset']}: knee at cut(s) {row['knee_cut']}, plan at {row['chosen_cut']}")
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def figure_training(sweeps: Sequence[dict], path: Path) -> None:
+    """Training loss per step (moving mean over 8 steps) of cut 0, the plan, the last block and full FT."""
+    plt = _plt()
+    s = sweeps[0]
+    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    cuts = {c["cut"]: c for c in s["cuts"]}
+    shown = {f"cut 0 (every block)": cuts.get(0), f"plan (cut {s['chosen_cut']})": cuts.get(s["chosen_cut"]),
+             f"cut {max(cuts)} (last blocks only)": cuts.get(max(cuts)), "full fine-tuning": s["strategies"].get("full")}
+    for label, run in shown.items():
+        if run and run.get("train_losses"):
+            y = np.convolve(run["train_losses"], np.ones(8) / 8, mode="valid")
+            ax.plot(np.arange(len(y)) + 8, y, label=label)
+    ax.set(xlabel="optimizer step", ylabel="training loss (nats, mean of 8 steps)",
+           title=f"{s['model']} on {s['dataset']}, seed {s['seed']}: has the loss flattened within one epoch?")
+    ax.legend(fontsize=9)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def figure_marginal(row: dict, sweeps: Sequence[dict], path: Path) -> None:
+    """Predicted excess gain g_l per block beside the realised marginal loss reduction of the grid."""
+    plt = _plt()
+    L = row["num_layers"]
+    g = np.mean([s["gains"]["excess"] for s in sweeps], 0)
+    edges = row["grid"] + [L]
+    values = row["grid_loss"] + [row["loss_before"]]
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(8, 6), layout="constrained", sharex=True)
+    a1.bar(np.arange(1, L + 1), g, color="tab:blue")
+    a1.set(ylabel="predicted g_l (nats)", title=f"{row['model']} on {row['dataset']}: per-block gains")
+    for a, b, v0, v1 in zip(edges[:-1], edges[1:], values[:-1], values[1:]):
+        a2.bar((a + b + 1) / 2, (v1 - v0) / (b - a), width=b - a, color="tab:orange", edgecolor="w")
+    a2.set(xlabel="block l", ylabel="realised loss removed per block (nats)")
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def figure_retrace(row: dict, sweeps: Sequence[dict], path: Path) -> None:
+    """The calibration set's deviation d_l before fine-tuning and after the plan, the knee and full FT."""
+    plt = _plt()
+    s = sweeps[0]
+    cuts = {c["cut"]: c for c in s["cuts"]}
+    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    ax.plot(s["deviation"], "k-o", ms=3, label="before fine-tuning")
+    shown = {f"after the plan (cut {s['chosen_cut']})": cuts.get(s["chosen_cut"], {}),
+             f"after the knee cut ({row['knee_cut'][0]})": cuts.get(row["knee_cut"][0], {}),
+             "after full fine-tuning": s["strategies"].get("full", {})}
+    for label, run in shown.items():
+        if run.get("deviation_after"):
+            ax.plot(run["deviation_after"], "-o", ms=3, label=label)
+    ax.set(xlabel="latent space l", ylabel="deviation d_l (nats, label-restricted logit lens)",
+           title=f"{s['model']} on {s['dataset']}, seed {s['seed']}: where fine-tuning moved the trace")
+    ax.legend(fontsize=9)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
