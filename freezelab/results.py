@@ -20,6 +20,7 @@ interval comes from `n_boot` such resamples (paired: every cut and strategy sees
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -117,7 +118,9 @@ class Grid:
         def fn(i, acc, loss, before, full):
             spans, realised = self.marginals(loss, before)
             predicted = [np.mean(spans_) if depth else g[np.array(spans_) - 1].sum() for spans_ in spans]
-            rho = spearmanr(predicted, realised).statistic
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a constant predictor has no rank correlation: NaN
+                rho = spearmanr(predicted, realised).statistic
             return float(abs(rho) if depth else rho)
         return fn
 

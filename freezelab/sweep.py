@@ -303,6 +303,7 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "dense", st
         r, extra = train_fn(folder)
         wall = time.perf_counter() - t0
         stored = {**r.to_dict(), **extra, "wall_seconds": wall}
+        print(f"  {name}: loss {r.loss_after:.3f} acc {r.acc_after:.3f} ({wall:.0f} s)", flush=True)
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "result.json").write_text(json.dumps(stored))

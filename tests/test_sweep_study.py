@@ -1,21 +1,32 @@
-"""The oracle sweep's bookkeeping and the ci-scale reproduction study end to end."""
+"""The oracle sweep's bookkeeping, the study's metrics on grids with known answers, and the
+ci-scale study end to end."""
 
 import json
 
+import numpy as np
 import pytest
 
 from freezelab.errors import FreezelabError
+from freezelab.results import Grid, leaderboard, paired, summarise_pair
 from freezelab.study import main as study_main
-from freezelab.study import summarise
-from freezelab.sweep import CutResult, parse_cuts, regret
+from freezelab.sweep import CutResult, coarse_to_fine, parse_cuts, regret
 
 
-def test_parse_cuts_always_has_full_and_chosen():
-    assert parse_cuts("even:4", 30, 14) == [0, 10, 14, 19, 29]
-    assert parse_cuts("all", 4, 2) == [0, 1, 2, 3]
-    for bad in ("even:1", "odd:3", "even:x"):
+def test_parse_cuts_dense_every_even_all():
+    assert parse_cuts("dense", 18) == list(range(18))  # every cut up to 18 blocks
+    assert parse_cuts("dense", 30, [13]) == sorted({*range(0, 30, 2), 13})  # every second beyond
+    assert parse_cuts("even:4", 30, [14]) == [0, 10, 14, 19, 29]
+    assert parse_cuts("all", 4, [2]) == [0, 1, 2, 3]
+    for bad in ("even:1", "odd:3", "even:x", "every:0"):
         with pytest.raises(FreezelabError, match="cuts"):
-            parse_cuts(bad, 30, 14)
+            parse_cuts(bad, 30, [14])
+
+
+def test_coarse_to_fine_starts_with_the_ends_and_keeps_every_cut():
+    cuts = list(range(0, 30, 2))
+    order = coarse_to_fine(cuts)
+    assert sorted(order) == cuts and order[:3] == [0, 28, 14]
+    assert set(order[:5]) == {0, 28, 14, 6, 20}  # any prefix spans the range
 
 
 def _cut(k, cost, loss):
@@ -25,58 +36,129 @@ def _cut(k, cost, loss):
 def test_regret_compares_with_cheaper_or_equal_cuts_only():
     cuts = [_cut(0, 1.0, 0.10), _cut(10, 0.7, 0.30), _cut(20, 0.4, 0.20), _cut(29, 0.1, 0.50)]
     assert regret(cuts, 10) == pytest.approx(0.10)  # cut 20 is cheaper and better
-    assert regret(cuts, 20) == 0.0  # nothing cheaper beats it
-    assert regret(cuts, 0) == 0.0  # the best overall
+    assert regret(cuts, 20) == 0.0 and regret(cuts, 0) == 0.0
 
 
-def _sweep(seed, plan_loss, top25_loss):
-    def strategy(loss, ratio, seconds):
-        return {"acc": 0.5, "loss": loss, "cost_ratio": ratio, "step_seconds": seconds}
-    return {"model": "m", "dataset": "d", "seed": seed, "chosen_cut": 20, "spearman": 0.5, "regret": 0.1 * seed,
-            "loss_before": 1.0, "acc_before": 0.4, "complete": True,
-            "cuts": [{"cut": 0, "step_seconds": 2.0}, {"cut": 20, "step_seconds": 1.0}],
-            "strategies": {"semantic-plan": strategy(plan_loss, 0.5, 1.0), "full": strategy(0.2, 1.0, 4.0),
-                           "top25": strategy(top25_loss, 0.45, 0.9)}}
+N = 200  # test examples
 
 
-def test_summary_says_which_cheaper_strategies_beat_the_plan():
-    (row,) = summarise([_sweep(0, 0.5, 0.4), _sweep(1, 0.5, 0.7)])["rows"]
-    assert row["strategies"]["top25"]["loss"] == pytest.approx(0.55)  # mean over seeds
-    assert row["beaten_by"] == [] and row["best_strategy"] == "full"  # full is better but dearer
-    assert row["regret"] == pytest.approx(0.05) and row["regret_std"] == pytest.approx(0.05)
-    assert row["strategies"]["full"]["cost_ratio_measured"] == 1.0
-    assert row["strategies"]["semantic-plan"]["cost_ratio_measured_blocks"] == 0.5  # vs cut 0's step
-    (row,) = summarise([_sweep(0, 0.5, 0.4), _sweep(1, 0.5, 0.5)])["rows"]
-    assert row["beaten_by"] == ["top25"]
+def _sweep(seed, acc_per_cut, loss_per_cut, chosen, gains, full_loss=0.3, before_loss=1.0):
+    """A sweep over cuts 0..3 of a 4-block model whose per-example results have the given means."""
+    rng = np.random.default_rng(seed)
+
+    def correct(p):  # exactly round(p N) correct examples, shuffled
+        v = np.zeros(N, bool)
+        v[: round(p * N)] = True
+        return rng.permutation(v).tolist()
+
+    def losses(m):
+        return (m + rng.normal(0, 0.05, N) - 0).tolist()
+
+    cuts = [{"cut": k, "cost_ratio": 1.0 - 0.25 * k, "per_example_correct": correct(a),
+             "per_example_loss": losses(l_), "seconds": 10.0 * (4 - k) / 4, "train_losses": [1.0] * 10,
+             "deviation_after": [1.0] * 5}
+            for k, (a, l_) in enumerate(zip(acc_per_cut, loss_per_cut))]
+    full = {"per_example_correct": correct(max(acc_per_cut)), "per_example_loss": losses(full_loss),
+            "cost_ratio": 1.0, "seconds": 12.0, "lr": 1e-4}
+    return {"model": "m", "dataset": "d", "seed": seed, "num_layers": 4, "chosen_cut": chosen,
+            "cuts": cuts, "strategies": {"full": full, "semantic-plan": {"cost_ratio": cuts[chosen]["cost_ratio"]}},
+            "before": {"per_example_loss": losses(before_loss), "per_example_correct": correct(0.2)},
+            "variants": {"argmax-excess/logit-labels": chosen}, "gains": {"excess": gains},
+            "complete": True, "n_train": 8, "n_test": N, "steps": 1, "batch_size": 8, "lr": 1e-4,
+            "lora_lr": 1e-3, "acc_before": 0.2, "loss_before": before_loss, "spearman": 0.1,
+            "law": {"E": 0.0, "A": 1.0, "alpha": 1.0, "r2": 0.5, "at_bound": ["E"]},
+            "deviation": [1.0] * 5}
+
+
+def test_metrics_on_a_grid_with_known_answers():
+    # cut 2 (cost 0.5) is as good as cut 0; the plan picked cut 1 (cost 0.75), cut 3 is poor
+    acc = [0.80, 0.80, 0.80, 0.50]
+    loss = [0.30, 0.30, 0.31, 0.80]
+    sweeps = [_sweep(s, acc, loss, chosen=1, gains=[0.0, 0.1, 0.5, 0.2]) for s in range(2)]
+    row = summarise_pair(sweeps, n_boot=200)
+    assert row["chosen_cut"] == [1, 1] and row["grid"] == [0, 1, 2, 3]
+    assert row["frontier_regret_acc"]["mean"] == pytest.approx(0.0)  # nothing cheaper-or-equal beats it
+    assert row["oracle_gap"]["mean"] == pytest.approx(0.0)
+    assert row["cost_regret"]["mean"] == pytest.approx(0.25)  # cut 2 is as accurate and 0.25 cheaper
+    assert row["cost_regret"]["lo"] <= 0.25 <= row["cost_regret"]["hi"]
+    assert row["knee_cut"] == [2, 2]  # cheapest cut with 95% of full FT's 0.7-nat gain
+    assert row["knee_distance"]["mean"] == pytest.approx(1.0)  # the plan trains one block too many
+    top = row["rules"]["top25"]  # top25 of 4 blocks = cut 3: cheap and bad
+    assert top["cuts"] == [3, 3] and top["frontier_regret_acc"]["mean"] == pytest.approx(0.0)
+    assert row["rules"]["half"]["cost_regret"]["mean"] == pytest.approx(0.0)  # cut 2 is the frontier
+    assert row["rules"]["all-blocks"]["cost_regret"]["mean"] == pytest.approx(0.5)
+    assert leaderboard([row])["half"]["cost_regret"] == pytest.approx(0.0)
+    # a plan at the cheap bad cut has a frontier regret of 0 but an oracle gap of 30 points
+    bad = summarise_pair([_sweep(0, acc, loss, chosen=3, gains=[0.0, 0.1, 0.5, 0.2])], n_boot=50)
+    assert bad["oracle_gap"]["mean"] == pytest.approx(0.30) and bad["oracle_gap"]["lo"] > 0.2
+
+
+def test_frontier_regret_sees_a_cheaper_better_cut():
+    acc = [0.70, 0.60, 0.90, 0.50]  # cut 2 is cheaper than the plan's cut 1 and 30 points better
+    sweeps = [_sweep(0, acc, [0.5, 0.6, 0.2, 0.9], chosen=1, gains=[0, 0, 0, 0])]
+    row = summarise_pair(sweeps, n_boot=200)
+    assert row["frontier_regret_acc"]["mean"] == pytest.approx(0.30)
+    assert row["frontier_regret_acc"]["lo"] > 0.2  # a CI that excludes zero
+    assert row["frontier_regret_nats"]["mean"] == pytest.approx(0.4, abs=0.03)
+
+
+def test_marginal_spearman_rewards_a_predictor_that_knows_which_blocks_matter():
+    # realised: blocks 3 and 1 remove most loss; depth order cannot say so, the gains do
+    loss = [0.20, 0.60, 0.65, 0.95]  # + before 1.0: block 1 -> 0.4, block 2 -> 0.05, block 3 -> 0.30, block 4 -> 0.05
+    good = summarise_pair([_sweep(0, [0.8] * 4, loss, chosen=1, gains=[0.4, 0.05, 0.3, 0.06])], n_boot=100)
+    assert good["marginal_spearman"]["mean"] == pytest.approx(1.0)
+    assert good["marginal_spearman_depth"]["mean"] < 0.5
+    wrong = summarise_pair([_sweep(0, [0.8] * 4, loss, chosen=1, gains=[0.0, 0.4, 0.05, 0.3])], n_boot=100)
+    assert wrong["marginal_spearman"]["mean"] < 0
+
+
+def test_paired_bootstrap_interval():
+    a = np.array([[1.0, 0.0] * 100])
+    assert paired(a, np.zeros_like(a))["mean"] == pytest.approx(0.5)
+    d = paired(a, a)
+    assert d["mean"] == 0 and d["lo"] == 0 and d["hi"] == 0  # identical runs differ by exactly nothing
+    lo, hi = paired(a, np.zeros_like(a), n_boot=500)["lo"], paired(a, np.zeros_like(a), n_boot=500)["hi"]
+    assert 0.38 < lo < 0.5 < hi < 0.62
+
+
+def test_grid_keeps_only_cuts_every_seed_ran():
+    a = _sweep(0, [0.8] * 4, [0.3] * 4, 1, [0] * 4)
+    b = _sweep(1, [0.8] * 4, [0.3] * 4, 1, [0] * 4)
+    b["cuts"] = b["cuts"][:3]  # seed 1 was interrupted before cut 3
+    assert Grid([a, b]).cuts == [0, 1, 2]
 
 
 def test_study_refuses_to_mix_runs_of_another_budget(tmp_path):
-    (tmp_path / "scale.json").write_text(json.dumps({"scale": "ci", "steps": 2, "lr": 1.0}))
+    (tmp_path / "scale.json").write_text(json.dumps({"scale": "ci", "n_train": 2, "batch_size": 1}))
     with pytest.raises(FreezelabError, match="another budget"):
         study_main(["--scale", "ci", "--out", str(tmp_path)])
-    assert json.loads((tmp_path / "scale.json").read_text())["lr"] == 1.0  # left as it was
+    assert json.loads((tmp_path / "scale.json").read_text())["n_train"] == 2  # left as it was
 
 
 @pytest.mark.slow
 def test_study_at_ci_scale(tmp_path):
     study_main(["--scale", "ci", "--out", str(tmp_path)])
-    assert json.loads((tmp_path / "scale.json").read_text())["steps"] == 2  # the budget, recorded
     summary = json.loads((tmp_path / "summary.json").read_text())
     (row,) = summary["rows"]
     assert row["model"] == "smollm2-135m" and row["dataset"] == "movie-polarity" and row["seeds"] == [0]
-    assert {"full", "top25", "semantic-plan"} <= set(row["strategies"])
-    for s in row["strategies"].values():
-        assert 0 < s["cost_ratio"] <= 1 and 0 <= s["acc"] <= 1 and s["loss"] > 0
-    assert row["strategies"]["full"]["cost_ratio"] == pytest.approx(1.0, abs=0.01)
-    assert row["regret"] >= 0
+    assert row["complete"] and {"full", "top25", "lora", "semantic-plan"} <= set(row["strategies"])
     sweep = json.loads(next(tmp_path.glob("runs/*/*/seed0/sweep.json")).read_text())
-    assert sweep["complete"] and [c["cut"] for c in sweep["cuts"]][0] == 0 and sweep["chosen_cut"] in [c["cut"] for c in sweep["cuts"]]
-    curve = json.loads(next(tmp_path.glob("runs/*/*/seed0/plan.json")).read_text())["curve"]
-    top25 = curve[30 - 30 // 4]  # baselines are priced like the cut curve (label rows only)
-    assert sweep["strategies"]["top25"]["cost_ratio"] == pytest.approx(top25["cost_ratio"])
+    assert sweep["steps"] == 16 // 4  # one epoch
+    lr = json.loads(next(tmp_path.glob("runs/*/*/lr_blocks.json")).read_text())
+    assert sweep["lr"] == lr["lr"] and set(lr["val_loss"]) == {"0.0001", "0.0003"}
+    for c in sweep["cuts"]:
+        assert len(c["per_example_loss"]) == sweep["n_test"] == len(c["per_example_correct"])
+        assert len(c["deviation_after"]) == 31
+    assert sweep["strategies"]["lora"]["lr"] == 1e-3  # LoRA's own learning rate
+    for s in row["strategies"].values():
+        assert 0 < s["cost_ratio"] <= 1 and 0 <= s["acc"]["mean"] <= 1
+    full = sweep["strategies"]["full"]
+    assert full["cost_ratio"] == pytest.approx(1.0)
     assert not list(tmp_path.glob("**/checkpoint.pt"))  # finished runs keep no checkpoints
-    ablation = json.loads((tmp_path / "ablations.json").read_text())[0]
-    assert set(ablation["lens_rule"]) == {"logit-full", "logit-labels", "cosine", "kl"}
+    for key in ("frontier_regret_acc", "frontier_regret_nats", "oracle_gap", "cost_regret", "knee_distance",
+                "marginal_spearman", "marginal_spearman_depth"):
+        assert row[key]["lo"] <= row[key]["hi"]
     text = (tmp_path / "summary.md").read_text()
-    assert row["best_strategy"] in row["strategies"] and set(row["beaten_by"]) < set(row["strategies"])
-    assert "## Overview" in text and "| semantic-plan |" in text and (tmp_path / "smollm2-135m_movie-polarity.png").exists()
+    assert "## smollm2-135m on movie-polarity" in text and "| semantic-plan |" in text
+    assert (tmp_path / "smollm2-135m_movie-polarity_retrace.png").exists()
+    assert "smollm2-135m on movie-polarity" in (tmp_path / "verdict.md").read_text()
