@@ -331,18 +331,43 @@ def load_model(name: str = "smollm2-135m", device: str = "auto", dtype: str | to
     return _wrap(name, model, tokenizer, dev, dt)
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub's endpoint accepts a TCP connection within `timeout` seconds (False
+    at once when the hub is switched off with HF_HUB_OFFLINE)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _not_found(name: str, reason: str) -> FreezelabError:
+    offline = ", ".join(OFFLINE_MODELS)
+    return FreezelabError(
+        f"cannot load model '{name}': it is neither an offline model ({offline}), nor a local "
+        f"folder, nor reachable on the model hub from here ({reason}). Run `freezelab models` for the list.")
+
+
 def _load_hub(name: str) -> tuple[nn.Module, Any]:
+    """A local folder, or a hub id (failing within seconds, without download retries, when the hub
+    cannot be reached)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    if not Path(name).is_dir() and not _hub_reachable():
+        raise _not_found(name, "no connection to the hub")
     try:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as err:
-        offline = ", ".join(OFFLINE_MODELS)
-        raise FreezelabError(
-            f"cannot load model '{name}': it is neither an offline model ({offline}), nor a local "
-            f"folder, nor reachable on the model hub from here ({type(err).__name__}). "
-            "Run `freezelab models` for the list."
-        ) from None
+        raise _not_found(name, type(err).__name__) from None
     architecture_for(config.model_type)  # fail before downloading weights of an unsupported family
     return AutoModelForCausalLM.from_pretrained(name), AutoTokenizer.from_pretrained(name)
 

@@ -172,3 +172,18 @@ def test_local_hub_folder_loads_by_path(tmp_path, monkeypatch):
         logits = lm.model(input_ids=ids).logits
     expected = twin.eval()(input_ids=ids).logits
     assert torch.allclose(logits, expected, atol=1e-5)
+
+
+def test_unreachable_hub_fails_within_seconds(monkeypatch):
+    """With the hub switched on but unreachable (an endpoint nothing answers), a hub id fails fast
+    with the usual message instead of retrying downloads."""
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused
+    start = time.perf_counter()
+    with pytest.raises(FreezelabError, match="neither an offline model.*no connection to the hub"):
+        load_model("no-such-org/no-such-model")
+    assert time.perf_counter() - start < 6
