@@ -61,8 +61,13 @@ def reference_substitutions(path: Path = REFERENCE) -> dict[str, str]:
 
 def _configure(app, config) -> None:
     config.mathjax_path = MATHJAX_PATH
-    # book/build.py --edition: the student edition (default) leaves every {solution} out of the pages
-    config.hide_solutions = os.environ.get("FREEZELAB_BOOK_EDITION", "student") != "instructor"
+    # book/build.py --edition: the student edition (default) leaves every {solution} out of the pages, and
+    # out of the copied sources (_sources/) and the download buttons that would serve them
+    student = os.environ.get("FREEZELAB_BOOK_EDITION", "student") != "instructor"
+    config.hide_solutions = student
+    if student:
+        config.html_copy_source = False
+        config.html_theme_options = {**config.html_theme_options, "use_download_button": False}
     config.myst_substitutions = {**reference_substitutions(), **(config.myst_substitutions or {})}
 
 
