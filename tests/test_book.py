@@ -127,12 +127,38 @@ def test_method_page_separates_paper_from_reconstruction(built_book):
     assert "Paper (known)" in text and "Our reconstruction" in text
 
 
-def test_exercise_and_hidden_solution_render(built_book):
-    page = (built_book / "_build" / "html" / "assignments" / "index.html").read_text(encoding="utf-8")
+@pytest.fixture(scope="module")
+def instructor_book(built_book):
+    """The instructor edition, built (strict) from the same copy of the book."""
+    proc = subprocess.run(
+        [sys.executable, str(built_book / "build.py"), "--strict", "--edition", "instructor", "--notebooks",
+         str(NOTEBOOKS)], capture_output=True, text=True)
+    assert proc.returncode == 0, f"instructor edition failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+    return built_book / "_build" / "instructor" / "html"
+
+
+SOLUTION_BLOCK = r"class=\"[^\"]*\bsolution\b[^\"]*\bdropdown\b[^\"]*\""
+
+
+def test_student_edition_has_exercises_and_no_solutions(built_book):
+    html = built_book / "_build" / "html"
+    page = (html / "assignments" / "index.html").read_text(encoding="utf-8")
     assert re.search(r"class=\"[^\"]*\bexercise\b[^\"]*\"", page), "no rendered exercise"
-    assert re.search(r"class=\"[^\"]*\bsolution\b[^\"]*\bdropdown\b[^\"]*\"", page), (
-        "no solution rendered as a hidden (dropdown) block"
-    )
+    for path in html.rglob("*.html"):
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(SOLUTION_BLOCK, text), f"a solution in the student edition: {path}"
+        assert "A sample defence" not in text, path
+    assert not (html / "_sources").exists(), "the copied sources hold the solutions"
+    assert not (html / "notebooks" / "assignments").exists(), "solution notebooks in the student edition"
+
+
+def test_instructor_edition_shows_solutions_and_the_solution_notebooks(instructor_book):
+    page = (instructor_book / "assignments" / "budget_plan.html").read_text(encoding="utf-8")
+    assert re.search(SOLUTION_BLOCK, page) and "A sample defence" in page
+    for name in ("01_cosine_lens", "02_fit_law", "03_budget_plan"):
+        solution = (instructor_book / "notebooks" / "assignments" / "solutions" / f"{name}.html").read_text(
+            encoding="utf-8")
+        assert solution.count("\u2714") >= 2, f"{name}: the executed checks' outputs are not shown"
 
 
 def test_results_summary_is_included(built_book):

