@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -229,7 +230,7 @@ def collect(out: Path, scale_name: str, scale, n_boot: int = N_BOOT) -> dict:
 
     grouped = load_sweeps(out)
     rows = [summarise_pair(sweeps, n_boot) for sweeps in grouped.values()]
-    summary = {"scale": scale_name, "rows": rows, "rules": leaderboard(rows)}
+    summary = {"scale": scale_name, "budget": asdict(scale), "rows": rows, "rules": leaderboard(rows)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     write_report(out, summary, grouped)
     print(f"wrote {out / 'summary.json'}, summary.md and figures")

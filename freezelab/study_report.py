@@ -75,9 +75,22 @@ def row_tables(row: dict) -> list[str]:
     return lines
 
 
+def budget_lines(budget: dict) -> list[str]:
+    """The study's budget as a sentence (from the scale it ran at)."""
+    return [f"Budget: per model x data set, {budget['n_train']} training examples (one epoch of "
+            f"{budget['n_train'] // budget['batch_size']} AdamW steps of batch {budget['batch_size']}), "
+            f"{budget['n_val']} validation examples for the learning rate (block training from "
+            f"{list(budget['lr_grid'])}, LoRA from {list(budget['lora_lr_grid'])}), up to {budget['n_test']} test "
+            f"examples, {budget['n_calib']} calibration examples per seed, prompts cut to {budget['max_length']} "
+            f"tokens; seeds {list(budget['seeds'])} (language modelling: {list(budget['lm_seeds'])}); "
+            f"models {', '.join(budget['models'])}; data sets {', '.join(budget['datasets'])}.", ""]
+
+
 def verdict_lines(summary: dict) -> list[str]:
     """Sentences for the chapter, each number read from the summary."""
-    lines = []
+    lines = budget_lines(summary["budget"])
+    if not summary["rows"]:
+        lines.append("**No model x data set has finished a run yet**: the study is still running.")
     for row in summary["rows"]:
         name = f"**{row['model']} on {row['dataset']}** ({len(row['seeds'])} seed(s){'' if row['complete'] else ', partial'})"
         fr, cr, kd = row["frontier_regret_acc"], row["cost_regret"], row["knee_distance"]
