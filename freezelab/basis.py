@@ -26,6 +26,18 @@ def semantic_basis(lm: LoadedModel) -> torch.Tensor:
     return basis
 
 
+def semantic_basis_columns(lm: LoadedModel, ids: torch.Tensor) -> torch.Tensor:
+    """s_v for the token ids `ids` only: (len(ids), d) float32 on CPU, row i = column ids[i] of pinv(W).
+
+    With W of full column rank, pinv(W) = (W^T W)^-1 W^T, so s_v = (W^T W)^-1 w_v (w_v = row v of W):
+    one d x d solve against the few rows asked for, never the whole V x d pseudo-inverse.
+    """
+    weight = lm.lm_head.weight.detach().double()
+    gram = weight.T @ weight  # (d, d)
+    rows = weight[ids.to(weight.device)]  # (n, d)
+    return torch.linalg.solve(gram, rows.T).T.float().cpu()
+
+
 def decompose(lm: LoadedModel, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """h (..., d) -> (z (..., V), reconstruction sum_v z_v s_v (..., d)); z = W h without bias."""
     weight = lm.lm_head.weight.detach().float().cpu()

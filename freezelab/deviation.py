@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .basis import semantic_basis
+from .basis import semantic_basis_columns
 from .errors import FreezelabError
 from .models import LoadedModel
 from .trace import Trace
@@ -77,7 +77,8 @@ def deviation(trace: Trace, lm: LoadedModel, lens: str = "logit",
     hn = normed(lm, trace)
     n, layers = hn.shape[:2]
     if lens == "cosine":
-        s_y = semantic_basis(lm)[:, trace.targets].T  # (n, d)
+        ids, inverse = trace.targets.unique(return_inverse=True)
+        s_y = semantic_basis_columns(lm, ids)[inverse]  # (n, d)
         values = 1 - F.cosine_similarity(hn, s_y[:, None, :], dim=-1)
     else:
         rows = trace.label_ids if restrict else None
