@@ -84,20 +84,35 @@ def deviation(trace: Trace, lm: LoadedModel, lens: str = "logit",
         rows = trace.label_ids if restrict else None
         # target column: the class index among the label rows, or the token id in the vocabulary
         y = trace.labels if restrict else trace.targets
-        per_layer = []
-        final = lens_log_probs(lm, hn[:, -1], rows)
-        for l in range(layers):
-            logp = final if l == layers - 1 else lens_log_probs(lm, hn[:, l], rows)
-            if lens == "logit":
-                per_layer.append(-logp[torch.arange(n), y])
-            else:
-                per_layer.append((final.exp() * (final - logp)).sum(-1))
-        values = torch.stack(per_layer, 1)
+        values = _lens_values(lm, hn, lens, rows, y)
     per_example = values.double().numpy()
     if not np.isfinite(per_example).all():
         raise FreezelabError("the deviation has NaN or infinite values: check the model's dtype "
                              "(try --dtype fp32) and the inputs")
     return Deviation(lens, restrict, per_example, per_example.mean(0))
+
+
+def _lens_values(lm: LoadedModel, hn: torch.Tensor, lens: str, rows: torch.Tensor | None, y: torch.Tensor,
+                 chunk: int = 2**25) -> torch.Tensor:
+    """d_l of the `logit` or `kl` lens for every example and latent space: (n, L+1) float32 on CPU.
+
+    Computed on the model's device, several latent spaces per matrix product (at most `chunk`
+    log-probabilities at once); only the (n, L+1) result is copied back."""
+    n, layers = hn.shape[:2]
+    rows = None if rows is None else rows.to(lm.device)
+    y = y.to(lm.device)
+    pick = torch.arange(n, device=lm.device)
+    with torch.inference_mode():
+        final = F.log_softmax(lm.unembed(hn[:, -1].to(lm.device), rows).float(), -1)  # (n, V')
+        p_final = final.exp()
+        step = max(1, chunk // final.numel())
+        out = []
+        for start in range(0, layers - 1, step):
+            part = hn[:, start:min(start + step, layers - 1)].to(lm.device)
+            logp = F.log_softmax(lm.unembed(part, rows).float(), -1)  # (n, c, V')
+            out.append(-logp[pick, :, y] if lens == "logit" else (p_final[:, None] * (final[:, None] - logp)).sum(-1))
+        out.append(-final[pick, y][:, None] if lens == "logit" else (p_final * (final - final)).sum(-1)[:, None])
+        return torch.cat(out, 1).cpu()
 
 
 def lens_top_tokens(lm: LoadedModel, trace: Trace, index: int, k: int = 5,
