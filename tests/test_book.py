@@ -207,3 +207,11 @@ def test_method_page_quotes_the_reference_trace(built_book):
     assert "{{" not in text, "an unreplaced substitution on the method page"
     assert f"excess argmax picks block {ref['chosen_layer']}" in text
     assert f"{ref['law']['r2']:.2f}" in text
+
+
+def test_long_output_lines_wrap(built_book):
+    html = built_book / "_build" / "html"
+    css = (html / "_static" / "freezelab.css").read_text(encoding="utf-8")
+    assert "pre-wrap" in css
+    for name in build.toc_notebooks(built_book):
+        assert "_static/freezelab.css" in (html / "notebooks" / f"{name}.html").read_text(encoding="utf-8"), name

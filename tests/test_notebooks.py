@@ -153,6 +153,17 @@ def test_chapter_frame(notebook):
     assert any("Try it" in m for m in markdown if "{exercise}" in m), f"{name}: no 'Try it' exercise"
 
 
+def test_every_explorer_has_a_static_fallback(notebook):
+    """A widget shows only its saved state in the book: the same view for a few states follows it."""
+    name, nb = notebook
+    sources = [_source(c) for c in _code(nb)]
+    for i, src in enumerate(sources):
+        for explorer, view in (("lens_explorer(", "lens_table("), ("budget_explorer(", "budget_view(")):
+            if re.search(rf"^{re.escape(explorer)}", src, re.M):
+                assert any(view in later for later in sources[i + 1:i + 3]), (
+                    f"{name}: {explorer[:-1]} has no static fallback ({view[:-1]}) in the next code cells")
+
+
 def test_figures_have_captions(notebook):
     name, nb = notebook
     cells = nb["cells"]
