@@ -18,7 +18,7 @@ from .errors import FreezelabError
 LOSSES = ("linear", "soft_l1", "huber", "cauchy", "arctan")
 
 
-BOUND_TOLERANCE = 1e-6  # a parameter within this share of the trace's range (alpha: absolute) of 0 is on its bound
+BOUND_TOLERANCE = 1e-4  # a parameter within this share of the trace's range (alpha: absolute) of 0 is on its bound
 
 
 class BoundWarning(UserWarning):
@@ -68,7 +68,7 @@ class Law:
             return self.E + self.A * t ** (-self.alpha)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "at_bound": list(self.at_bound)}  # JSON has lists, not tuples
 
     @classmethod
     def from_dict(cls, d: dict) -> Law:

@@ -271,3 +271,18 @@ def test_load_errors_are_explained(tmp_path):
     del record["rule"]
     with pytest.raises(FreezelabError, match="rule"):
         Plan.from_dict(record)
+
+
+def test_law_reports_parameters_on_their_bound():
+    from freezelab.law import BoundWarning
+
+    depth = np.arange(31.0)
+    clean = 1.0 + 4.0 * np.maximum(depth, 1) ** -0.8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BoundWarning)  # an interior fit warns nothing
+        law = fit_scaling_law(clean)
+    assert law.at_bound == () and law.E == pytest.approx(1.0, abs=1e-3)
+    to_zero = 4.0 * np.maximum(depth, 1) ** -0.8  # true E = 0: the fit sits on the bound
+    with pytest.warns(BoundWarning, match="E = 0"):
+        assert fit_scaling_law(to_zero).at_bound == ("E",)
+    assert Law.from_dict(json.loads(json.dumps(law.to_dict()))) == law
