@@ -114,11 +114,11 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     from .sweep import run_sweep
 
     lm, task, parts = _load(args)
-    report = run_sweep(lm, task, parts, cuts=args.cuts, steps=args.steps, lr=args.lr,
+    report = run_sweep(lm, task, parts, cuts=args.cuts, steps=args.steps, lr=args.lr, lora_lr=args.lora_lr,
                        batch_size=args.batch_size, seed=args.seed, out=args.out,
                        strategies=args.strategies.split(",") if args.strategies else (),
                        n_train=args.n_train, n_test=args.n_test, max_length=args.max_length,
-                       first_token=args.first_token)
+                       first_token=args.first_token, variants=args.variants)
     print(report)
 
 
@@ -213,7 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="oracle sweep: fine-tune each cut and compare with the plan")
     _model_args(p), _data_args(p), train_args(p)
-    p.add_argument("--cuts", default="even:6", help="all or even:N")
+    p.add_argument("--cuts", default="even:6",
+                   help="dense (every cut up to 18 blocks, else every second), all, every:N or even:N")
+    p.add_argument("--lora-lr", type=float, default=1e-3, help="learning rate of the LoRA strategies")
+    p.add_argument("--variants", action="store_true",
+                   help="also fine-tune the cut of every rule x lens variant")
     p.add_argument("--strategies", default="full,top25,random,gradnorm:8,lisa:8,lora,lora-plan",
                    help="baselines run next to the cuts (comma separated; empty for none)")
     p.set_defaults(func=_cmd_sweep)
