@@ -60,7 +60,12 @@ def reference_substitutions(path: Path = REFERENCE) -> dict[str, str]:
 
 
 def _configure(app, config) -> None:
+    # MathJax 2 (what the package ships) reads its settings from MathJax.Hub.Config, not from the
+    # MathJax 3 object that myst-parser would add; Sphinx writes math as \( \) and \[ \].
     config.mathjax_path = MATHJAX_PATH
+    config.myst_update_mathjax = False
+    config.mathjax3_config = None
+    config.mathjax2_config = {"tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]]}}
     # book/build.py --edition: the student edition (default) leaves every {solution} out of the pages, and
     # out of the copied sources (_sources/) and the download buttons that would serve them
     student = os.environ.get("FREEZELAB_BOOK_EDITION", "student") != "instructor"
