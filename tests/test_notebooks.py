@@ -256,3 +256,13 @@ def test_lens_table_escapes_tokens():
     assert "l = 1" in html and "&amp;" in html and "0.900" in html and "<a>" not in html
     both = lens_table([["<a>", "b"], ["c", "&"]], np.array([[0.5, 0.25], [0.9, 0.1]]), range(2))
     assert both.count("<tr>") == 2 and "l = 0" in both and "l = 1" in both
+
+
+def test_chapters_agree_with_the_reference_trace():
+    """The method page quotes book/reference/smollm2_bbc.json; the chapters' stored runs (same model,
+    data, scale and seed) must show the same cut and R^2."""
+    ref = json.loads((REPO / "book" / "reference" / "smollm2_bbc.json").read_text())
+    law = "".join(_text(o) for c in _code(_load("04_scaling_law")) for o in c.get("outputs", []))
+    assert f"R^2 = {ref['law']['r2']:.2f} over latent spaces" in law
+    plan = "".join(_text(o) for c in _code(_load("05_freeze_plan")) for o in c.get("outputs", []))
+    assert re.search(rf"chosen_layer: {ref['chosen_layer']}\b", plan)
