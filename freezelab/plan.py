@@ -14,7 +14,8 @@ from .cost import nominal_cost_curve
 from .errors import FreezelabError
 from .gains import Gains
 
-RULES = ("argmax-excess", "argmax-raw", "budget")
+RULES = ("argmax-excess", "argmax-raw", "budget", "knee", "knee-gain")
+KNEE_RULES = ("knee", "knee-gain")  # candidates of the knee study (book: results chapter)
 # the name under which classroom.checks and the assignment notebooks import the nominal curve
 default_cost_curve = nominal_cost_curve
 
@@ -169,8 +170,21 @@ def _deepest_argmax(values: np.ndarray) -> int:
     return int(np.flatnonzero(values == values.max())[-1])
 
 
+def knee_cut(values: np.ndarray, share: float) -> int:
+    """The deepest cut k whose trained suffix keeps `share` of the total: max k with
+    sum(values[k:]) >= share * sum(values) (values (L,) >= 0, block l at index l-1); 0 if all are 0."""
+    kept = np.cumsum(values[::-1])[::-1]
+    if kept[0] <= 0:
+        return 0
+    return int(np.flatnonzero(kept >= share * kept[0] - 1e-12)[-1])
+
+
 def _choose_cut(gains: Gains, rule: str, budget: float | None, ratios: np.ndarray, benefit: np.ndarray) -> int:
     L = gains.excess.size
+    if rule == "knee":  # the predicted benefit (shortfalls above the cut) saturates
+        return knee_cut(np.maximum(0.0, -gains.excess), budget)
+    if rule == "knee-gain":  # the trained suffix holds this share of the positive excess gains
+        return knee_cut(np.maximum(0.0, gains.excess), budget)
     if rule in ("argmax-excess", "argmax-raw"):
         if L < 3:
             raise FreezelabError(
@@ -196,7 +210,9 @@ def check_rule(rule: str, budget: float | None) -> None:
         raise FreezelabError(
             f"rule='budget' needs a cost budget in (0, 1] (a share of full fine-tuning), got {budget}"
         )
-    if rule != "budget" and budget is not None:
+    if rule in KNEE_RULES and (budget is None or not 0 < budget <= 1):
+        raise FreezelabError(f"rule={rule!r} needs the share of the benefit to keep, in (0, 1], as budget=; got {budget}")
+    if rule not in ("budget", *KNEE_RULES) and budget is not None:
         raise FreezelabError(
             f"a budget only applies to rule='budget', not {rule!r}; drop it or set rule='budget'"
         )
@@ -214,6 +230,9 @@ def plan(
     Rules: "argmax-excess" (paper rule) k* = argmax_{2 <= l <= L-1} g_l; "argmax-raw" the same on the
     observed gains delta_l; "budget": among cuts whose cost ratio (cached ratio when `cached`) is at
     most `budget` in (0, 1], the one with the highest predicted benefit. Ties go to the deeper cut.
+    Candidates (the knee study): "knee", the deepest cut whose predicted benefit is at least the
+    share `budget` of full fine-tuning's; "knee-gain", the deepest cut whose trained blocks hold
+    that share of the positive excess gains (the blocks doing task work beyond the law).
     """
     check_rule(rule, budget)
     curve = benefit_curve(gains, cost_curve)

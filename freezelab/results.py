@@ -186,10 +186,29 @@ def summarise_pair(sweeps: Sequence[dict], n_boot: int = N_BOOT) -> dict:
         "marginal_spearman_depth": grid.stat(grid.marginal_spearman(True), n_boot),
         "benefit_spearman": [s["spearman"] for s in sweeps],
         "law": [{k: s["law"][k] for k in ("E", "A", "alpha", "r2", "at_bound") if k in s["law"]} for s in sweeps],
-        "rules": rules, "strategies": strategies, "speed": speed,
+        "rules": rules, "strategies": strategies, "speed": speed, "retrace": retrace(sweeps),
         "speed_goal_met": int(sum(x["ratio_to_full"] <= x["goal"] for x in speed if x["cut"] > 0)),
         "speed_goal_of": int(sum(1 for x in speed if x["cut"] > 0)),
     }
+
+
+def retrace(sweeps: Sequence[dict]) -> dict:
+    """Spearman between the predicted gains g_l and how much fine-tuning changed each block's
+    observed gain on the calibration set (after minus before), per seed, for every block trained
+    (cut 0) and for full fine-tuning; with their means over seeds."""
+    out: dict = {}
+    for name, pick in (("cut0", lambda s: next((c for c in s["cuts"] if c["cut"] == 0), None)),
+                       ("full", lambda s: s["strategies"].get("full"))):
+        rhos = []
+        for s in sweeps:
+            run = pick(s)
+            if not run or not run.get("deviation_after"):
+                continue
+            before, after = np.array(s["deviation"]), np.array(run["deviation_after"])
+            change = (after[:-1] - after[1:]) - (before[:-1] - before[1:])
+            rhos.append(float(spearmanr(s["gains"]["excess"], change).statistic))
+        out[name] = {"per_seed": rhos, "mean": float(np.mean(rhos)) if rhos else None}
+    return out
 
 
 def paired(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> dict:

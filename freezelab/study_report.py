@@ -18,8 +18,8 @@ def ci(x: dict, scale: float = 1.0, digits: int = 2) -> str:
     return f"{f.format(x['mean'] * scale)} [{f.format(x['lo'] * scale)}, {f.format(x['hi'] * scale)}]"
 
 
-def excludes_zero(x: dict) -> bool:
-    return x["lo"] > 0 or x["hi"] < 0
+def _rho(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
 
 
 def status_lines(grouped: dict) -> list[str]:
@@ -54,6 +54,8 @@ def row_tables(row: dict) -> list[str]:
              f"{[round(x, 2) if x == x else None for x in row['benefit_spearman']]} |",
              f"| law fit R^2 per seed; parameters on their bound | "
              f"{[round(l_['r2'], 2) for l_ in row['law']]}; {[list(l_.get('at_bound', [])) for l_ in row['law']]} |",
+             f"| re-trace: Spearman(g_l, change of block l's gain), every block trained / full FT | "
+             f"{_rho(row['retrace']['cut0']['mean'])} / {_rho(row['retrace']['full']['mean'])} |",
              f"| speed goal (cut run <= 1.15 (L-k)/L of full FT's wall time) | met by {row['speed_goal_met']} "
              f"of {row['speed_goal_of']} cuts (seed {row['seeds'][0]}) |", ""]
     lines += ["Rules (cut per seed; metrics with 95% CI):", "",

@@ -44,6 +44,8 @@ LENS_VARIANTS = {"logit-labels": ("logit", True), "logit-full": ("logit", False)
                  "cosine": ("cosine", True), "kl": ("kl", False)}
 RULE_VARIANTS = {"argmax-excess": ("argmax-excess", None), "argmax-raw": ("argmax-raw", None),
                  "budget-0.3": ("budget", 0.3), "budget-0.5": ("budget", 0.5), "budget-0.7": ("budget", 0.7)}
+# the knee study's candidates (share kept in {0.5, 0.7, 0.9}), through the default lens only
+CANDIDATES = {f"{rule}-{share}": (rule, share) for rule in ("knee", "knee-gain") for share in (0.5, 0.7, 0.9)}
 DEFAULT_VARIANT = "argmax-excess/logit-labels"
 
 
@@ -150,7 +152,8 @@ def variant_plans(lm: LoadedModel, trace, seq_len: int, variants: bool = True) -
             warnings.simplefilter("ignore")  # the study reports R^2 and bounds itself
             law = fit_scaling_law(dev)
         gains = layer_gains(dev, law)
-        for rule_name, (rule, budget) in rules.items():
+        extra = CANDIDATES if variants and lens_name == "logit-labels" else {}
+        for rule_name, (rule, budget) in {**rules, **extra}.items():
             try:  # budgets are shares of full fine-tuning's cost, priced as the sweep runs (cached)
                 chosen = plan(gains, rule=rule, budget=budget, cost_curve=curve, cached=True)
             except FreezelabError:  # no cut fits this budget on this model

@@ -202,10 +202,11 @@ def test_cost_curve_is_used_and_shape_checked():
 def test_unknown_rule_lists_rules():
     with pytest.raises(FreezelabError, match="argmax-excess"):
         plan(gains_of([0.0, 1.0, 0.0]), rule="argmin")
-    assert RULES == ("argmax-excess", "argmax-raw", "budget")
+    assert RULES == ("argmax-excess", "argmax-raw", "budget", "knee", "knee-gain")
 
 
-@pytest.mark.parametrize("rule, budget", [("argmax-excess", None), ("argmax-raw", None), ("budget", 0.6)])
+@pytest.mark.parametrize("rule, budget", [("argmax-excess", None), ("argmax-raw", None), ("budget", 0.6),
+                                          ("knee", 0.7), ("knee-gain", 0.7)])
 def test_frozen_and_trained_partition_blocks(rule, budget):
     d = power_trace()
     chosen = plan(layer_gains(d, fit_scaling_law(d)), rule=rule, budget=budget)
@@ -286,3 +287,19 @@ def test_law_reports_parameters_on_their_bound():
     with pytest.warns(BoundWarning, match="E = 0"):
         assert fit_scaling_law(to_zero).at_bound == ("E",)
     assert Law.from_dict(json.loads(json.dumps(law.to_dict()))) == law
+
+
+def test_knee_rules_keep_a_share_of_the_benefit():
+    from freezelab.plan import knee_cut
+
+    values = np.array([0.0, 0.0, 1.0, 0.0, 3.0])  # blocks 1..5
+    assert knee_cut(values, 0.5) == 4  # block 5 alone holds 3/4
+    assert knee_cut(values, 0.9) == 2  # blocks 3..5 hold it all
+    assert knee_cut(np.zeros(4), 0.5) == 0  # nothing predicted: train every block
+    excess = np.array([0.0, 0.5, -0.2, -0.1, 0.3, -0.6])
+    g = Gains(observed=excess, expected=np.zeros(6), excess=excess)
+    assert plan(g, rule="knee-gain", budget=0.9).chosen_layer == 1  # blocks 2..6 keep 0.8 >= 0.72
+    assert plan(g, rule="knee-gain", budget=0.3).chosen_layer == 4  # block 5's 0.3 >= 0.24
+    assert plan(g, rule="knee", budget=0.6).chosen_layer == 5  # block 6's shortfall 0.6 of 0.9
+    with pytest.raises(FreezelabError, match="share"):
+        plan(g, rule="knee")
