@@ -1,7 +1,8 @@
 """The oracle study behind the book's results chapter (`make results`).
 
 For each model x data set: a learning rate per strategy family (block training, LoRA), picked on a
-validation split carved from the training data; then, per seed, the dense oracle grid of cuts plus
+validation split carved from the training data, each on a proxy run of the family in the top third
+of the blocks; then, per seed, the dense oracle grid of cuts plus
 every rule x lens variant's chosen cut and every baseline (`sweep.run_sweep`), one epoch each.
 The train/validation/test split is fixed (split seed 0); a seed changes the calibration sample,
 the batch order, LoRA's initialisation and the random baselines. Every run is stored as it ends,
@@ -53,7 +54,7 @@ class StudyScale:
 BASELINES = ("full", "top25", "random", "gradnorm:8", "lisa:8", "lora", "lora-plan")
 SCALES = {
     "full": StudyScale(("smollm2-135m", "gemma3-270m"), ("bbc-news", "wordnet", "kjv"), (0, 1, 2), (0,),
-                       batch_size=8, n_train=384, n_val=128, n_test=400, n_calib=64, max_length=48,
+                       batch_size=8, n_train=384, n_val=128, n_test=400, n_calib=64, max_length=32,
                        cuts="dense", strategies=BASELINES, lr_grid=(3e-5, 1e-4, 3e-4),
                        lora_lr_grid=(3e-4, 1e-3, 3e-3)),
     "ci": StudyScale(("smollm2-135m",), ("movie-polarity",), (0,), (0,), batch_size=4, n_train=16, n_val=8,
@@ -95,14 +96,18 @@ def run_pair(model: str, dataset: str, scale: StudyScale, out: Path, seeds: Sequ
     steps = scale.n_train // scale.batch_size
     L = lm.num_layers
     parts, val = study_split(task, scale, 0)
-    block_lr = pick_lr(lm, task, lambda m: Plan.from_cut(L, L // 2, rule="lr"), scale.lr_grid, parts.train,
-                       val, steps, scale.batch_size, 0, scale.max_length, folder / "lr_blocks.json", progress)
+    proxy = Plan.from_cut(L, L - L // 3, rule="lr")  # each family's learning rate is picked on its top third
+    block_lr = pick_lr(lm, task, lambda m: proxy, scale.lr_grid, parts.train, val, steps, scale.batch_size, 0,
+                       scale.max_length, folder / "lr_blocks.json", progress)
 
     def lora_lr() -> float:
-        from .strategies import resolve
+        from .strategies import LORA_DEFAULTS
 
-        return pick_lr(lm, task, lambda m: resolve("lora", m, seed=0), scale.lora_lr_grid, parts.train, val,
-                       steps, scale.batch_size, 0, scale.max_length, folder / "lr_lora.json", progress)["lr"]
+        def lora_proxy(m) -> Plan:
+            return Plan.from_dict({**proxy.to_dict(), "rule": "lr-lora", "train_final_norm": False,
+                                   "lora": dict(LORA_DEFAULTS, seed=0)})
+        return pick_lr(lm, task, lora_proxy, scale.lora_lr_grid, parts.train, val, steps, scale.batch_size, 0,
+                       scale.max_length, folder / "lr_lora.json", progress)["lr"]
 
     for seed in seeds:
         parts, _ = study_split(task, scale, seed)

@@ -312,7 +312,9 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "dense", st
             (folder / "result.json").write_text(json.dumps(stored))
         return stored, wall
 
-    grid = parse_cuts(cuts, L, sorted(set(sweep.variants.values())))
+    baseline_cuts = [resolve(spec, lm, seed=seed, steps=steps, max_length=max_length).chosen_layer
+                     for spec in strategies if spec in ("top25", "random")]  # plain cuts: trained in the grid
+    grid = parse_cuts(cuts, L, sorted({*sweep.variants.values(), *baseline_cuts}))
     first = [chosen.chosen_layer, 0]
     for k in first + [k for k in coarse_to_fine(grid) if k not in first]:
         cut_plan = Plan.from_cut(L, k, rule="cut", curve=chosen.curve)
@@ -339,6 +341,19 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "dense", st
     if out is None:
         chosen.save(plan_path)  # lora-plan reads the plan from a file
     for spec in strategies:
+        resolved = None if spec.split(":")[0] not in ("top25", "random") else \
+            resolve(spec, lm, seed=seed, steps=steps, max_length=max_length)
+        same = next((c for c in sweep.cuts if resolved is not None and c.cut == resolved.chosen_layer), None)
+        if same is not None:  # a cut the grid already trained, with the same data, seed and lr: reuse it
+            sweep.strategies[spec] = {"acc": same.acc, "loss": same.loss, "cost_ratio": same.cost_ratio,
+                                      "step_seconds": same.step_seconds, "seconds": same.seconds, "lr": lr,
+                                      "trained": list(range(same.cut, L)), "cut": same.cut,
+                                      "per_example_loss": same.per_example_loss,
+                                      "per_example_correct": same.per_example_correct,
+                                      "train_losses": same.train_losses, "deviation_after": same.deviation_after}
+            store()
+            continue
+
         def train_strategy(folder, spec=spec):
             model = fresh()
             strategy_plan = resolve(spec, model, task=task, calib=parts.calib, seed=seed, steps=steps,
