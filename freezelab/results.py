@@ -233,6 +233,15 @@ def leaderboard(rows: Sequence[dict]) -> dict:
     return out
 
 
+def lr_curves(out: Path, seed0: dict) -> dict:
+    """Realised test accuracy and loss per cut at each learning rate run for this model x data set
+    (seed 0's sweep at the chosen one, `--lr-sensitivity` sweeps at the others)."""
+    sweeps = [seed0] + [json.loads(p.read_text()) for p in
+                        sorted(out.glob(f"runs/{seed0['model']}/{seed0['dataset']}/lr-sensitivity/*/sweep.json"))]
+    return {f"{s['lr']:g}": {"cuts": [c["cut"] for c in s["cuts"]], "acc": [c["acc"] for c in s["cuts"]],
+                             "loss": [c["loss"] for c in s["cuts"]], "chosen": s is seed0} for s in sweeps}
+
+
 def load_sweeps(out: Path) -> dict[tuple[str, str], list[dict]]:
     """Every stored sweep.json under `out/runs/MODEL/DATASET/seedS/`, grouped by model x data set."""
     grouped: dict[tuple[str, str], list[dict]] = {}
@@ -249,6 +258,8 @@ def collect(out: Path, scale_name: str, scale, n_boot: int = N_BOOT) -> dict:
 
     grouped = load_sweeps(out)
     rows = [summarise_pair(sweeps, n_boot) for sweeps in grouped.values()]
+    for row, sweeps in zip(rows, grouped.values()):
+        row["lr_sensitivity"] = lr_curves(out, sweeps[0])
     summary = {"scale": scale_name, "budget": asdict(scale), "rows": rows, "rules": leaderboard(rows)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     write_report(out, summary, grouped)

@@ -118,6 +118,24 @@ def run_pair(model: str, dataset: str, scale: StudyScale, out: Path, seeds: Sequ
         print(f"== {model} / {dataset} / seed {seed}\n{sweep}", flush=True)
 
 
+def lr_sensitivity(model: str, dataset: str, scale: StudyScale, out: Path, progress: bool = False) -> None:
+    """The grid of cuts (no baselines) of seed 0 at the grid's learning rates either side of the
+    validation-chosen one, to show how much of the realised curve is the optimiser."""
+    folder = out / "runs" / model / dataset
+    chosen = json.loads((folder / "lr_blocks.json").read_text())["lr"]
+    grid = sorted(scale.lr_grid)
+    i = grid.index(chosen)
+    others = [grid[i - 1] if i > 0 else chosen / 3, grid[i + 1] if i + 1 < len(grid) else chosen * 3]
+    lm = load_model(model)
+    task = load_task(dataset_spec(dataset))
+    parts, _ = study_split(task, scale, 0)
+    for lr in others:
+        sweep = run_sweep(lm, task, parts, cuts=scale.cuts, steps=scale.n_train // scale.batch_size, lr=lr,
+                          batch_size=scale.batch_size, seed=0, out=folder / "lr-sensitivity" / f"lr{lr:g}",
+                          max_length=scale.max_length, n_test=scale.n_test, progress=progress)
+        print(f"== {model} / {dataset} / lr {lr:g}\n{sweep}", flush=True)
+
+
 def check_scale(out: Path, scale_name: str, scale: StudyScale) -> None:
     """Record the budget in `out/scale.json`; refuse to mix runs of another budget into `out`."""
     wanted = json.loads(json.dumps({"scale": scale_name, **asdict(scale)}))
@@ -140,11 +158,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--seeds", default=None, help="comma-separated subset of the scale's seeds")
     p.add_argument("--collect", action="store_true", help="only rebuild the summary from stored runs")
     p.add_argument("--progress", action="store_true", help="progress bars for every run")
+    p.add_argument("--lr-sensitivity", action="store_true",
+                   help="instead: the grid at the learning rates either side of the chosen one (seed 0)")
     args = p.parse_args(argv)
     scale = SCALES[args.scale]
     out = Path(args.out)
     check_scale(out, args.scale, scale)
-    if not args.collect:
+    if args.lr_sensitivity:
+        for dataset in args.datasets.split(",") if args.datasets else scale.datasets[:1]:
+            for model in args.models.split(",") if args.models else scale.models[:1]:
+                lr_sensitivity(model, dataset, scale, out, args.progress)
+    elif not args.collect:
         for dataset in args.datasets.split(",") if args.datasets else scale.datasets:
             for model in args.models.split(",") if args.models else scale.models:
                 default = scale.lm_seeds if dataset == "kjv" else scale.seeds

@@ -140,6 +140,9 @@ def write_report(out: Path, summary: dict, grouped: dict) -> None:
         figure_training(sweeps, Path(f"{stem}_train.png"))
         figure_marginal(row, sweeps, Path(f"{stem}_marginal.png"))
         figure_retrace(row, sweeps, Path(f"{stem}_retrace.png"))
+        if len(row["lr_sensitivity"]) > 1:
+            figure_lr(row, Path(f"{stem}_lr.png"))
+            lines += [f"![{row['model']} on {row['dataset']}: the grid at three learning rates]({stem}_lr.png)", ""]
     (out / "summary.md").write_text("\n".join(lines))
     (out / "verdict.md").write_text("\n".join(verdict_lines(summary)) + "\n")
 
@@ -226,6 +229,21 @@ def figure_retrace(row: dict, sweeps: Sequence[dict], path: Path) -> None:
             ax.plot(run["deviation_after"], "-o", ms=3, label=label)
     ax.set(xlabel="latent space l", ylabel="deviation d_l (nats, label-restricted logit lens)",
            title=f"{s['model']} on {s['dataset']}, seed {s['seed']}: where fine-tuning moved the trace")
+    ax.legend(fontsize=9)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def figure_lr(row: dict, path: Path) -> None:
+    """Realised accuracy per cut (seed 0) at the validation-chosen learning rate and either side."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    for lr, curve in sorted(row["lr_sensitivity"].items(), key=lambda kv: float(kv[0])):
+        ax.plot(curve["cuts"], curve["acc"], "-o", ms=3, lw=2.5 if curve["chosen"] else 1.2,
+                label=f"lr {lr}" + (" (chosen on validation data)" if curve["chosen"] else ""))
+    ax.axhline(row["acc_before"], ls=":", color="k", label="before fine-tuning")
+    ax.set(xlabel="cut k (blocks 1..k frozen)", ylabel="test accuracy (seed 0)",
+           title=f"{row['model']} on {row['dataset']}: how much of the knee is the optimiser?")
     ax.legend(fontsize=9)
     fig.savefig(path, dpi=150)
     plt.close(fig)

@@ -25,4 +25,7 @@ for unit in $UNITS; do
         echo "!! $model / $data / seed $seed failed"; commit "Study (partial): $model on $data, seed $seed"
     fi
 done
+echo "== $(date -u +%FT%TZ) learning-rate sensitivity: smollm2-135m / bbc-news"
+$PY -m freezelab.study --scale full --out "$OUT" --lr-sensitivity --models smollm2-135m --datasets bbc-news \
+    && commit "Study: learning-rate sensitivity of smollm2-135m on bbc-news"
 echo "== $(date -u +%FT%TZ) done"
