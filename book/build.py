@@ -6,7 +6,12 @@
 1. Copies ``DIR/*.ipynb`` (default: the repository's ``notebooks/``) and the images of
    ``DIR/figures/`` into ``book/notebooks/`` (git-ignored), replacing what was there.
 2. Fails with a clear message if a notebook named in ``book/_toc.yml`` is missing.
-3. Runs ``jupyter-book build book`` (with ``-W -n --keep-going`` under ``--strict``:
+3. Takes the widget scripts (RequireJS and ``@jupyter-widgets/html-manager``'s ``embed-amd.js``, in the
+   version range the installed ipywidgets declares) from their npm packages, fetched once with
+   ``npm pack`` into ``$FREEZELAB_CACHE/book-js`` (default ``~/.cache/freezelab``), and hands their folder
+   to the book's extension, which serves them from the book's ``_static/widgets`` instead of a CDN.
+   Without npm and without that cache the build fails with a message saying so (no CDN fallback).
+4. Runs ``jupyter-book build book`` (with ``-W -n --keep-going`` under ``--strict``:
    every Sphinx warning is an error) and exits with its status.
 
 Two editions: ``student`` (the default, into ``book/_build/html``) leaves every ``{solution}`` out
@@ -20,10 +25,13 @@ Notebooks are never executed: the book shows their stored outputs.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -32,6 +40,9 @@ REPO = BOOK.parent
 NOTEBOOK_PREFIX = "notebooks/"
 SOLUTIONS = "assignments/solutions"  # under notebooks/: the instructor edition's extra pages
 FIGURES = "figures"
+WIDGETS_ENV = "FREEZELAB_BOOK_WIDGETS"  # the folder of widget scripts the extension serves (book/_ext)
+HTML_MANAGER = "@jupyter-widgets/html-manager"
+REQUIREJS = "requirejs@2"
 
 
 def toc_files(toc_path: Path) -> list[str]:
@@ -99,6 +110,53 @@ def instructor_toc(src: Path, book: Path = BOOK) -> Path:
     return path
 
 
+def html_manager_range() -> str:
+    """The html-manager versions the installed ipywidgets renders with (its ``__html_manager_version__``)."""
+    from ipywidgets._version import __html_manager_version__
+
+    return __html_manager_version__
+
+
+def _npm_pack(spec: str, dest: Path) -> Path:
+    """``npm pack SPEC`` into ``dest``; returns the tarball."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError(
+            f"the book serves its widget scripts from the npm packages {HTML_MANAGER} and requirejs, and npm "
+            "is not installed: install Node.js with npm (Debian: apt-get install npm) and build again")
+    proc = subprocess.run([npm, "pack", spec, "--json", "--pack-destination", str(dest)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"npm pack {spec} failed (status {proc.returncode}):\n{proc.stderr[-2000:]}")
+    return dest / json.loads(proc.stdout)[0]["filename"]
+
+
+def widget_scripts(cache: Path) -> Path:
+    """A folder holding ``require.js``, ``embed-amd.js`` and the fonts embed-amd.js loads next to itself.
+
+    Extracted from ``npm pack`` tarballs kept in ``cache``, one folder per html-manager range: once there,
+    later builds need neither npm nor a network.
+    """
+    spec = f"{HTML_MANAGER}@{html_manager_range()}"
+    folder = cache / re.sub(r"[^\w.@-]+", "_", spec)
+    scripts = folder / "widgets"
+    if (scripts / "embed-amd.js").exists() and (scripts / "require.js").exists():
+        return scripts
+    tarballs = folder / "npm"
+    tarballs.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(scripts, ignore_errors=True)
+    scripts.mkdir()
+    with tarfile.open(_npm_pack(spec, tarballs)) as tar:
+        for member in tar.getmembers():
+            name = member.name.removeprefix("package/dist/")
+            if member.isfile() and name != member.name and name != "embed.js" and not name.startswith("libembed") \
+                    and not name.endswith(".map"):
+                (scripts / name).write_bytes(tar.extractfile(member).read())
+    with tarfile.open(_npm_pack(REQUIREJS, tarballs)) as tar:
+        (scripts / "require.js").write_bytes(tar.extractfile("package/require.js").read())
+    return scripts
+
+
 def jupyter_book_command() -> list[str]:
     exe = Path(sys.executable).with_name("jupyter-book")
     if exe.exists():
@@ -133,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"copied {len(copied)} notebook(s) from {src} into {book / 'notebooks'}")
 
+    cache = Path(os.environ.get("FREEZELAB_CACHE", Path.home() / ".cache" / "freezelab")) / "book-js"
+    try:
+        widgets = widget_scripts(cache)
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
     cmd = jupyter_book_command() + ["build", str(book)]
     out = book / "_build"
     if args.edition == "instructor":
@@ -140,9 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         cmd += ["--toc", str(instructor_toc(src, book)), "--path-output", str(out)]
     if args.strict:
         cmd += ["-W", "-n", "--keep-going"]
-    print(f"$ FREEZELAB_BOOK_EDITION={args.edition} " + " ".join(cmd), flush=True)
+    print(f"$ FREEZELAB_BOOK_EDITION={args.edition} {WIDGETS_ENV}={widgets} " + " ".join(cmd), flush=True)
     start = time.perf_counter()
-    status = subprocess.call(cmd, env={**os.environ, "FREEZELAB_BOOK_EDITION": args.edition})
+    status = subprocess.call(cmd, env={**os.environ, "FREEZELAB_BOOK_EDITION": args.edition, WIDGETS_ENV: str(widgets)})
     elapsed = time.perf_counter() - start
     if args.edition == "instructor" and status == 0:  # jupyter-book writes <path-output>/_build/html
         shutil.rmtree(out / "html", ignore_errors=True)

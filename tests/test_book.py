@@ -107,7 +107,28 @@ def test_widget_state_is_embedded(built_book):
             continue
         page = (html / "notebooks" / f"{name}.html").read_text(encoding="utf-8")
         assert 'type="application/vnd.jupyter.widget-state+json"' in page, f"{name}: widget state not embedded"
-        assert "html-manager" in page, f"{name}: widget manager script not loaded"
+        assert '_static/widgets/embed-amd.js"' in page, f"{name}: widget manager script not loaded"
+
+
+def test_pages_load_no_script_from_a_cdn(built_book):
+    """Every <script src> of every page is a file of the built book: equations and widgets work offline."""
+    html = built_book / "_build" / "html"
+    local = set()
+    for page in html.rglob("*.html"):
+        if page.relative_to(html).parts[0] == "_static":  # the theme's template fragments, not pages
+            continue
+        for src in re.findall(r"<script\b[^>]*\bsrc=\"([^\"]+)\"", page.read_text(encoding="utf-8")):
+            assert not re.match(r"(https?:)?//", src), f"{page.relative_to(html)} loads a script from {src}"
+            path = (page.parent / src.split("?")[0]).resolve()
+            assert path.is_file(), f"{page.relative_to(html)}: script {src} is not in the book"
+            local.add(path.relative_to(html.resolve()).as_posix())
+    assert {"_static/widgets/require.js", "_static/widgets/embed-amd.js", "_static/mathjax/MathJax.js"} <= local
+
+
+def test_widget_scripts_need_npm(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no npm on it, and nothing in the cache yet
+    with pytest.raises(RuntimeError, match="npm is not installed"):
+        build.widget_scripts(tmp_path / "cache")
 
 
 def test_colab_buttons_open_the_committed_notebooks(built_book):

@@ -11,6 +11,8 @@ It also keeps the book readable offline and its numbers in one place:
 
 - MathJax is served from the built book's own ``_static/mathjax`` folder, copied from the
   ``jupyter-server-mathjax`` package (a dependency of the ``book`` extra), not from a CDN;
+- so are the widget scripts (RequireJS and ipywidgets' ``embed-amd.js``), from ``_static/widgets``,
+  copied from the folder ``book/build.py`` extracts from their npm packages (``FREEZELAB_BOOK_WIDGETS``);
 - the canonical reference trace ``reference/smollm2_bbc.json`` (written by
   ``reference/make_reference.py``) becomes MyST substitutions (``{{ ref_chosen }}``, ...) that
   the method page and the chapters quote instead of typed numbers.
@@ -28,6 +30,8 @@ from typing import Any
 NOTEBOOK_DIR = "notebooks/"
 MATHJAX_PACKAGE = "jupyter_server_mathjax"  # MathJax 2.7 in the package's static/ folder
 MATHJAX_PATH = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
+WIDGETS_ENV = "FREEZELAB_BOOK_WIDGETS"
+WIDGET_SCRIPTS = ("require.js", "embed-amd.js")  # in load order; myst-nb adds them to pages with widgets
 REFERENCE = Path(__file__).resolve().parent.parent / "reference" / "smollm2_bbc.json"
 
 
@@ -38,6 +42,15 @@ def _mathjax_dir() -> Path:
         raise RuntimeError(f"the book serves MathJax from the {MATHJAX_PACKAGE} package: "
                            "pip install -e '.[book]'")
     return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
+def _widgets_dir() -> Path:
+    folder = os.environ.get(WIDGETS_ENV)
+    if not folder or not all((Path(folder) / name).is_file() for name in WIDGET_SCRIPTS):
+        raise RuntimeError(f"the book serves the widget scripts {', '.join(WIDGET_SCRIPTS)} from the folder "
+                           f"${WIDGETS_ENV} names ({folder or 'unset'}): build the book with book/build.py, "
+                           "which takes them from their npm packages")
+    return Path(folder)
 
 
 def reference_substitutions(path: Path = REFERENCE) -> dict[str, str]:
@@ -66,6 +79,8 @@ def _configure(app, config) -> None:
     config.myst_update_mathjax = False
     config.mathjax3_config = None
     config.mathjax2_config = {"tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]]}}
+    _widgets_dir()  # fail before reading a page when the scripts are missing
+    config.nb_ipywidgets_js = {f"widgets/{name}": {} for name in WIDGET_SCRIPTS}  # under _static/, no CDN
     # book/build.py --edition: the student edition (default) leaves every {solution} out of the pages, and
     # out of the copied sources (_sources/) and the download buttons that would serve them
     student = os.environ.get("FREEZELAB_BOOK_EDITION", "student") != "instructor"
@@ -76,9 +91,11 @@ def _configure(app, config) -> None:
     config.myst_substitutions = {**reference_substitutions(), **(config.myst_substitutions or {})}
 
 
-def _copy_mathjax(app, exception) -> None:
+def _copy_scripts(app, exception) -> None:
     if exception is None and app.builder.format == "html":
-        shutil.copytree(_mathjax_dir(), Path(app.outdir) / "_static" / "mathjax", dirs_exist_ok=True)
+        static = Path(app.outdir) / "_static"
+        shutil.copytree(_mathjax_dir(), static / "mathjax", dirs_exist_ok=True)
+        shutil.copytree(_widgets_dir(), static / "widgets", dirs_exist_ok=True)
 
 
 def _fix_launch_links(app, pagename: str, templatename: str, context: dict[str, Any], doctree) -> None:
@@ -100,5 +117,5 @@ def setup(app):
     # sphinx-book-theme adds the launch buttons at priority 501; run after it.
     app.connect("html-page-context", _fix_launch_links, priority=900)
     app.connect("config-inited", _configure)
-    app.connect("build-finished", _copy_mathjax)
+    app.connect("build-finished", _copy_scripts)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "0.1"}
