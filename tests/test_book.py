@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import load_script
 
+from freezelab.classroom.checks import reference_trace
+
 REPO = Path(__file__).resolve().parents[1]
 BOOK = REPO / "book"
 NOTEBOOKS = Path(os.environ.get("FREEZELAB_BOOK_NOTEBOOKS", REPO / "notebooks"))
@@ -223,7 +225,7 @@ def test_math_is_served_from_the_book(built_book):
 
 
 def test_method_page_quotes_the_reference_trace(built_book):
-    ref = json.loads((built_book / "reference" / "smollm2_bbc.json").read_text())
+    ref = reference_trace()
     text = (built_book / "_build" / "html" / "method.html").read_text(encoding="utf-8")
     assert "{{" not in text, "an unreplaced substitution on the method page"
     assert f"excess argmax picks block {ref['chosen_layer']}" in text

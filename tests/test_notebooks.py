@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from freezelab.classroom.checks import reference_trace
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 NAMES = ("01_latent_spaces", "02_transition_traces", "03_deviation", "04_scaling_law",
@@ -259,9 +261,9 @@ def test_lens_table_escapes_tokens():
 
 
 def test_chapters_agree_with_the_reference_trace():
-    """The method page quotes book/reference/smollm2_bbc.json; the chapters' stored runs (same model,
-    data, scale and seed) must show the same cut and R^2."""
-    ref = json.loads((REPO / "book" / "reference" / "smollm2_bbc.json").read_text())
+    """The method page quotes the reference trace (freezelab/smollm2_bbc.json); the chapters' stored runs
+    (same model, data, scale and seed) must show the same cut and R^2."""
+    ref = reference_trace()
     law = "".join(_text(o) for c in _code(_load("04_scaling_law")) for o in c.get("outputs", []))
     assert f"R^2 = {ref['law']['r2']:.2f} over latent spaces" in law
     plan = "".join(_text(o) for c in _code(_load("05_freeze_plan")) for o in c.get("outputs", []))

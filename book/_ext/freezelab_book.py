@@ -13,15 +13,14 @@ It also keeps the book readable offline and its numbers in one place:
   ``jupyter-server-mathjax`` package (a dependency of the ``book`` extra), not from a CDN;
 - so are the widget scripts (RequireJS and ipywidgets' ``embed-amd.js``), from ``_static/widgets``,
   copied from the folder ``book/build.py`` extracts from their npm packages (``FREEZELAB_BOOK_WIDGETS``);
-- the canonical reference trace ``reference/smollm2_bbc.json`` (written by
-  ``reference/make_reference.py``) becomes MyST substitutions (``{{ ref_chosen }}``, ...) that
+- the canonical reference trace (``freezelab/smollm2_bbc.json``, package data that the assignments'
+  graders read too, written by ``reference/make_reference.py``) becomes MyST substitutions (``{{ ref_chosen }}``, ...) that
   the method page and the chapters quote instead of typed numbers.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 from pathlib import Path
@@ -32,7 +31,6 @@ MATHJAX_PACKAGE = "jupyter_server_mathjax"  # MathJax 2.7 in the package's stati
 MATHJAX_PATH = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
 WIDGETS_ENV = "FREEZELAB_BOOK_WIDGETS"
 WIDGET_SCRIPTS = ("require.js", "embed-amd.js")  # in load order; myst-nb adds them to pages with widgets
-REFERENCE = Path(__file__).resolve().parent.parent / "reference" / "smollm2_bbc.json"
 
 
 def _mathjax_dir() -> Path:
@@ -53,12 +51,28 @@ def _widgets_dir() -> Path:
     return Path(folder)
 
 
-def reference_substitutions(path: Path = REFERENCE) -> dict[str, str]:
+def reference_substitutions() -> dict[str, str]:
     """The reference trace's numbers as MyST substitutions, formatted as the book quotes them."""
-    ref = json.loads(path.read_text())
+    import warnings
+
+    from freezelab.classroom.checks import reference_trace
+    from freezelab.gains import layer_gains
+    from freezelab.law import fit_scaling_law
+    from freezelab.plan import plan
+
+    ref = reference_trace()
     d, law, L = ref["deviation"], ref["law"], ref["num_layers"]
     k = ref["chosen_layer"]
+    with warnings.catch_warnings():  # the trace is noisy: the fits warn about their R^2
+        warnings.simplefilter("ignore")
+        raw = plan(layer_gains(d, fit_scaling_law(d)), rule="argmax-raw").chosen_layer
+        emb = fit_scaling_law(d, include_embedding=True, min_r2=0)
+        emb_chosen = plan(layer_gains(d, emb)).chosen_layer
     return {
+        "ref_raw_chosen": str(raw), "ref_raw_before": f"{d[raw - 1]:.2f}", "ref_raw_after": f"{d[raw]:.2f}",
+        "ref_raw_step": f"{d[raw - 1] - d[raw]:.2f}", "ref_emb_E": f"{emb.E:.2f}", "ref_emb_A": f"{emb.A:.1f}",
+        "ref_emb_alpha": f"{emb.alpha:.2f}", "ref_emb_r2": f"{emb.r2:.2f}",
+        "ref_emb_chosen": str(emb_chosen),
         "ref_model": "SmolLM2-135M", "ref_data": "BBC News", "ref_n_calib": str(ref["n_calib"]),
         "ref_max_length": str(ref["scale"]["max_length"]), "ref_L": str(L),
         "ref_d0": f"{d[0]:.2f}", "ref_d1": f"{d[1]:.2f}", "ref_dL": f"{d[L]:.2f}",

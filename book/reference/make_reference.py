@@ -3,9 +3,10 @@
     python book/reference/make_reference.py
 
 Runs the method once (the calibration prompts, prompt length and seed of `preset("full")`, the
-default label-restricted logit lens) and writes smollm2_bbc.json next to this script. The book's
+default label-restricted logit lens) and writes freezelab/smollm2_bbc.json, package data read by
+``freezelab.classroom.checks.reference_trace()``. The assignments' graders use its trace, and the book's
 local extension (book/_ext/freezelab_book.py) turns its numbers into MyST substitutions such as
-{{ ref_chosen }}, so the method page and the chapters quote one trace instead of typed numbers.
+{{ ref_chosen }}, so the method page, the chapters and the assignments quote one trace, never typed numbers.
 """
 
 import json
@@ -21,7 +22,7 @@ from freezelab.models import load_model
 from freezelab.planner import make_plan
 from freezelab.scale import preset
 
-OUT = Path(__file__).resolve().parent / "smollm2_bbc.json"
+from freezelab.classroom.checks import REFERENCE as OUT
 MODEL, DATA = "smollm2-135m", "bbc-news"
 
 
