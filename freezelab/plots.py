@@ -2,7 +2,7 @@
 and the pipeline of the method with the steps a chapter covers.
 
 Each function draws on `ax` (a new figure when None) and returns the Figure; none calls plt.show.
-`book_style()` sets what every notebook figure uses: 150 dpi and fonts that stay legible when a
+`glue(...)` stores the numbers the chapters' prose quotes. `book_style()` sets what every notebook figure uses: 150 dpi and fonts that stay legible when a
 figure of at most 8 inches is shown at the book's column width.
 """
 
@@ -32,6 +32,18 @@ def book_style() -> None:
     """Matplotlib settings of the book's figures: 150 dpi, 11-point text."""
     plt.rcParams.update({"figure.dpi": DPI, "savefig.dpi": DPI, "font.size": 11,
                          "axes.titlesize": 12, "legend.fontsize": 10})
+
+
+def glue(**values) -> None:
+    """Store each value under its name for the book's prose (`{glue:text}`name``, myst-nb's glue), so the
+    chapters quote their stored outputs instead of typing numbers. Without myst-nb (it comes with the
+    book's tools, not with Colab's install cell) there is no book to read them: nothing is stored."""
+    try:
+        from myst_nb import glue as store
+    except ImportError:
+        return
+    for name, value in values.items():
+        store(name, value, display=False)
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
