@@ -42,8 +42,8 @@ def glue(**values) -> None:
         from myst_nb import glue as store
     except ImportError:
         return
-    for name, value in values.items():
-        store(name, value, display=False)
+    for name, value in values.items():  # numpy scalars as Python numbers: `{glue:text}`key:.2f`` parses their text
+        store(name, value.item() if isinstance(value, np.generic) else value, display=False)
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:

@@ -224,10 +224,26 @@ def test_math_is_served_from_the_book(built_book):
         assert scripts and all("://" not in s for s in scripts), f"{page.name}: MathJax from {scripts}"
 
 
+def test_math_is_set_in_the_fonts_the_book_ships(built_book):
+    """MathJax 2's default TeX fonts are not in the package: the config must name the STIX-Web fonts it ships, and
+    inline math must keep MathJax's own baseline (the theme's flex layout for MathJax 3 lifts it above the line)."""
+    html = built_book / "_build" / "html"
+    page = (html / "method.html").read_text(encoding="utf-8")
+    config = json.loads(re.search(r"MathJax\.Hub\.Config\((.*?)\)</script>", page).group(1))["HTML-CSS"]
+    assert config["availableFonts"] == [] and config["imageFont"] is None, config
+    fonts = html / "_static" / "mathjax" / "jax" / "output" / "HTML-CSS" / "fonts" / config["webFont"]
+    assert (fonts / "fontdata.js").is_file(), f"MathJax is told to use {config['webFont']}, which the book lacks"
+    css = (html / "_static" / "freezelab.css").read_text(encoding="utf-8")
+    assert re.search(r"span\.math\s*\{[^}]*display:\s*inline;", css), "inline math is laid out as a flex box"
+
+
 def test_method_page_quotes_the_reference_trace(built_book):
     ref = reference_trace()
-    text = (built_book / "_build" / "html" / "method.html").read_text(encoding="utf-8")
-    assert "{{" not in text, "an unreplaced substitution on the method page"
+    html = built_book / "_build" / "html"
+    for page in [html / "method.html", *sorted((html / "assignments").glob("*.html"))]:
+        # a substitution inside $...$ is not replaced: MathJax would typeset its name
+        assert "{{" not in page.read_text(encoding="utf-8"), f"an unreplaced substitution on {page.name}"
+    text = (html / "method.html").read_text(encoding="utf-8")
     assert f"excess argmax picks block {ref['chosen_layer']}" in text
     assert f"{ref['law']['r2']:.2f}" in text
 

@@ -29,6 +29,7 @@ from typing import Any
 NOTEBOOK_DIR = "notebooks/"
 MATHJAX_PACKAGE = "jupyter_server_mathjax"  # MathJax 2.7 in the package's static/ folder
 MATHJAX_PATH = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
+MATHJAX_FONT = "STIX-Web"  # the only font the package ships (static/fonts/HTML-CSS/STIX-Web)
 WIDGETS_ENV = "FREEZELAB_BOOK_WIDGETS"
 WIDGET_SCRIPTS = ("require.js", "embed-amd.js")  # in load order; myst-nb adds them to pages with widgets
 
@@ -92,7 +93,12 @@ def _configure(app, config) -> None:
     config.mathjax_path = MATHJAX_PATH
     config.myst_update_mathjax = False
     config.mathjax3_config = None
-    config.mathjax2_config = {"tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]]}}
+    # The package ships only the STIX-Web fonts (not MathJax's default TeX fonts): without this, MathJax asks for
+    # the missing TeX font data and sets the equations in local fallback fonts, misplaced.
+    config.mathjax2_config = {"tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]]},
+                              "HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": MATHJAX_FONT,
+                                           "imageFont": None},
+                              "SVG": {"font": MATHJAX_FONT}}
     _widgets_dir()  # fail before reading a page when the scripts are missing
     config.nb_ipywidgets_js = {f"widgets/{name}": {} for name in WIDGET_SCRIPTS}  # under _static/, no CDN
     # book/build.py --edition: the student edition (default) leaves every {solution} out of the pages, and
