@@ -109,7 +109,8 @@ def test_widget_state_is_embedded(built_book):
             continue
         page = (html / "notebooks" / f"{name}.html").read_text(encoding="utf-8")
         assert 'type="application/vnd.jupyter.widget-state+json"' in page, f"{name}: widget state not embedded"
-        assert '_static/widgets/embed-amd.js"' in page, f"{name}: widget manager script not loaded"
+        order = [page.find(f'_static/{script}') for script in ("widgets/require.js", "widgets/widget_paths.js", "widgets/embed-amd.js")]
+        assert -1 < order[0] < order[1] < order[2], f"{name}: widget scripts missing or out of order: {order}"
 
 
 def test_pages_load_no_script_from_a_cdn(built_book):

@@ -31,7 +31,8 @@ MATHJAX_PACKAGE = "jupyter_server_mathjax"  # MathJax 2.7 in the package's stati
 MATHJAX_PATH = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
 MATHJAX_FONT = "STIX-Web"  # the only font the package ships (static/fonts/HTML-CSS/STIX-Web)
 WIDGETS_ENV = "FREEZELAB_BOOK_WIDGETS"
-WIDGET_SCRIPTS = ("require.js", "embed-amd.js")  # in load order; myst-nb adds them to pages with widgets
+REQUIRE_JS, EMBED_JS = WIDGET_SCRIPTS = ("require.js", "embed-amd.js")  # from their npm packages, in _static/widgets
+WIDGET_PATHS = Path(__file__).with_name("widget_paths.js")  # tells RequireJS where the manager's fonts are
 
 
 def _mathjax_dir() -> Path:
@@ -100,7 +101,8 @@ def _configure(app, config) -> None:
                                            "imageFont": None},
                               "SVG": {"font": MATHJAX_FONT}}
     _widgets_dir()  # fail before reading a page when the scripts are missing
-    config.nb_ipywidgets_js = {f"widgets/{name}": {} for name in WIDGET_SCRIPTS}  # under _static/, no CDN
+    # under _static/, no CDN; myst-nb adds them, in this order, to the pages with widgets
+    config.nb_ipywidgets_js = {f"widgets/{name}": {} for name in (REQUIRE_JS, WIDGET_PATHS.name, EMBED_JS)}
     # book/build.py --edition: the student edition (default) leaves every {solution} out of the pages, and
     # out of the copied sources (_sources/) and the download buttons that would serve them
     student = os.environ.get("FREEZELAB_BOOK_EDITION", "student") != "instructor"
@@ -116,6 +118,7 @@ def _copy_scripts(app, exception) -> None:
         static = Path(app.outdir) / "_static"
         shutil.copytree(_mathjax_dir(), static / "mathjax", dirs_exist_ok=True)
         shutil.copytree(_widgets_dir(), static / "widgets", dirs_exist_ok=True)
+        shutil.copy2(WIDGET_PATHS, static / "widgets")  # not in book/_static: jupyter-book adds those to every page
 
 
 def _fix_launch_links(app, pagename: str, templatename: str, context: dict[str, Any], doctree) -> None:
