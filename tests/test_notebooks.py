@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ ENV_VARS = ('os.environ.get("FREEZELAB_MODEL", "smollm2-135m")',
 # Extras each chapter's Colab install cell must name (06-07 fine-tune with LoRA baselines: peft).
 EXTRAS = {name: "data" for name in NAMES} | {"06_finetune": "data,peft", "07_does_it_work": "data,peft"}
 MIN_EXERCISES = 3
+GLUE = re.compile(r"\{glue:text\}`(\w+)(:[^`]*)?`")
 
 
 def _load(name: str) -> dict:
@@ -153,6 +155,27 @@ def test_chapter_frame(notebook):
     solved = {m.group(1) for s in markdown for m in [re.search(r"```\{solution\} (\S+)", s)] if m}
     assert set(labels) <= solved, f"{name}: exercises without a solution: {sorted(set(labels) - solved)}"
     assert any("Try it" in m for m in markdown if "{exercise}" in m), f"{name}: no 'Try it' exercise"
+
+
+def test_prose_quotes_glued_outputs(notebook):
+    """Numbers the prose takes from a run are glued ({glue:text}`key`) by a stored output, not typed."""
+    name, nb = notebook
+    glued = {o["metadata"]["scrapbook"]["name"]: "".join(next(iter(o["data"].values())))
+             for c in _code(nb) for o in c.get("outputs", []) if "scrapbook" in o.get("metadata", {})}
+    quoted = {k: spec for c in nb["cells"] if c["cell_type"] == "markdown" for k, spec in GLUE.findall(_source(c))}
+    assert quoted, f"{name}: the prose quotes no stored output"
+    assert set(quoted) <= set(glued), f"{name}: quoted but glued by no stored output: {sorted(set(quoted) - set(glued))}"
+    for key, spec in quoted.items():
+        if spec:  # a formatted number: myst-nb parses the stored text (np.float64(...) would not parse)
+            float(glued[key])
+
+
+def test_glue_is_a_no_op_without_myst_nb(monkeypatch, capsys):
+    from freezelab.plots import glue
+
+    monkeypatch.setitem(sys.modules, "myst_nb", None)  # Colab: the book's tools are not installed
+    glue(k=12)
+    assert capsys.readouterr().out == ""
 
 
 def test_every_explorer_has_a_static_fallback(notebook):
