@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .data import Example, Task
-from .encode import Batch, Encoded, collate, encode
+from .encode import Batch, Encoded, batches, collate, encode
 from .errors import FreezelabError
 from .cache import LatentCache, build_cache
 from .freeze import check_plan, freeze
@@ -92,9 +92,8 @@ def evaluate(lm: LoadedModel, enc: Encoded, batch_size: int = 16, cache: LatentC
     losses: list[float] = []
     correct: list[bool] = []
     with torch.inference_mode():
-        for first in range(0, len(enc), batch_size):
-            index = list(range(first, min(first + batch_size, len(enc))))
-            batch = collate(enc, index, pad, lm.device)
+        for first, batch in zip(range(0, len(enc), batch_size), batches(enc, batch_size, pad, lm.device)):
+            index = range(first, first + len(batch.targets))  # `batches` goes through enc in order
             h = None if cache is None else cache.states(start, index, lm.device, lm.dtype)
             loss, right = batch_loss(lm, enc, batch, h, start)
             losses += loss.tolist()

@@ -15,7 +15,7 @@ import torch
 from freezelab.encode import collate, encode
 from freezelab.errors import FreezelabError
 from freezelab.finetune import batch_loss, finetune
-from freezelab.freeze import PrefixCache, freeze
+from freezelab.freeze import freeze
 from freezelab.hf import FreezeCallback
 from freezelab.lora import lora_blocks
 from freezelab.models import load_model
@@ -135,7 +135,7 @@ def test_truncated_backward_gives_the_full_backward_gradients(smollm, bbc, data)
     flags = {n: p.requires_grad for n, p in lm.model.named_parameters()}
     try:
         lm.model.requires_grad_(True)
-        full_loss, _ = batch_loss(lm, enc, batch)
+        full_loss = batch_loss(lm, enc, batch)[0].mean()
         full_loss.backward()
         full = {n: p.grad.clone() for n, p in trained_state(lm, range(CUT, L)).items()}
         lm.model.zero_grad(set_to_none=True)
@@ -145,7 +145,7 @@ def test_truncated_backward_gives_the_full_backward_gradients(smollm, bbc, data)
         hooks = [b.register_forward_hook(lambda m, a, out, i=i: tracks.__setitem__(i, out[0] if isinstance(
             out, tuple) else out)) for i, b in enumerate(lm.blocks)]
         hooks.append(lm.embeddings[0].register_forward_hook(lambda m, a, out: tracks.__setitem__("emb", out)))
-        loss, _ = batch_loss(lm, enc, batch)
+        loss = batch_loss(lm, enc, batch)[0].mean()
         for h in hooks:
             h.remove()
         assert not tracks["emb"].requires_grad
@@ -167,20 +167,21 @@ def test_truncated_backward_gives_the_full_backward_gradients(smollm, bbc, data)
 
 @pytest.mark.slow
 def test_prefix_cache_matches_the_uncached_run(baseline, bbc, data, monkeypatch):
-    caches = []
+    built = []
+    real = ft.build_cache
 
-    class Recorded(PrefixCache):
-        def __post_init__(self):
-            super().__post_init__()
-            caches.append(self)
+    def recorded(*args, **kwargs):
+        built.append(real(*args, **kwargs))
+        return built[-1]
 
-    monkeypatch.setattr(ft, "PrefixCache", Recorded)
+    monkeypatch.setattr(ft, "build_cache", recorded)
     lm = load_model("smollm2-135m")
     result = finetune(lm, bbc, Plan.from_cut(L, CUT), data.train, data.test, cache_prefix=True, **RUN)
-    assert result.cached and len(caches) == 1
-    (cache,) = caches
-    assert (cache.k, cache.misses, cache.hits) == (CUT, 2, 2)  # epoch 1 fills it, epoch 2 reads it
+    assert result.cached and result.start_block == CUT
+    assert [c.layers for c in built] == [(CUT,), (CUT,)]  # h_k of the training and the test examples, once
+    assert len(built[0]) == len(data.train) and len(built[1]) == len(data.test)
     assert_same_training(types.SimpleNamespace(lm=lm, result=result), baseline)
+    assert result.per_example_loss == pytest.approx(baseline.result.per_example_loss, rel=1e-5)
 
 
 @pytest.mark.slow
