@@ -54,8 +54,11 @@ def test_trace_memory(tmp_path):
 def test_plan_cost(tmp_path):
     result = run("plan_cost", tmp_path, "--n-calib", "8", "--max-length", "32", "--batch", "4",
                  "--steps", "2")
-    assert result["n_calib"] == 8 and result["steps_per_epoch"] == 2
-    keys = ("planning_seconds", "trace_seconds", "step_seconds", "epoch_seconds", "ratio",
-            "ratio_train_epoch", "forward_flop_share")
+    assert result["n_calib"] == 8 and len(result["step_samples"]) == 2
+    keys = ("planning_seconds", "trace_seconds", "step_seconds", "epoch_seconds", "ratio_to_epoch",
+            "ratio_to_calib_epoch", "forward_share_model")
     assert all(positive(result[k]) for k in keys)
-    assert isinstance(result["goal_met"], bool)
+    # one epoch over the whole training split: as many steps as batches of it
+    assert result["epoch_seconds"] == pytest.approx(result["step_seconds"] * -(-result["train_examples"] // 4))
+    assert result["ratio_to_epoch"] == pytest.approx(result["planning_seconds"] / result["epoch_seconds"])
+    assert result["goal_met"] == (result["ratio_to_epoch"] < result["goal"])
