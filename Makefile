@@ -24,6 +24,7 @@ demo: $(STAMP)
 
 # Package tests (incl. the strict book build and the ci-scale study), then every notebook at ci scale.
 test: $(STAMP)
+	test -e /usr/share/wordnet/data.noun || (apt-get update -qq && apt-get install -y -qq wordnet-base)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 	FREEZELAB_SCALE=ci $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
 		--sanitize-with notebooks/sanitize.cfg notebooks/0*.ipynb

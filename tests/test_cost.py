@@ -217,10 +217,8 @@ def test_device_constants_are_measured_once_and_stored(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_calibration_is_short():
-    import time
-
-    start = time.perf_counter()
-    device = ledger_module.calibrate("cpu", torch.float32)
-    assert time.perf_counter() - start < 10
-    assert device.flops > 1e8 and device.bandwidth > 1e7
+def test_calibration_measures_the_device():
+    # its time budget is a benchmark's business (no timed assertions in tests): here, sane constants
+    device = ledger_module.calibrate("cpu", torch.float32, budget=1.0)
+    assert 1e8 < device.flops < 1e14 and 1e7 < device.bandwidth < 1e13
+    assert device.name == ledger_module.device_key(torch.device("cpu"), torch.float32)

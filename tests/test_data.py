@@ -81,10 +81,24 @@ def test_summary_and_list_datasets(bbc):
     for part in ("bbc-news", "classification", "2225", "sport 511", "entertainment 386", "' tech'", "chars"):
         assert part in text
     infos = {d.name: d for d in list_datasets()}
-    assert set(infos) == {"bbc-news", "movie-polarity", "hf:sst2", "hf:ag_news", "hf:trec",
+    assert set(infos) == {"bbc-news", "wordnet", "movie-polarity", "hf:sst2", "hf:ag_news", "hf:trec",
                           "csv:PATH", "jsonl:PATH", "text:PATH"}
     assert infos["bbc-news"].offline and infos["movie-polarity"].offline and not infos["hf:sst2"].offline
+    assert infos["wordnet"].offline  # make test installs Debian's wordnet-base
     assert infos["text:PATH"].kind == "lm"
+
+
+def test_wordnet_glosses_by_lexicographer_category():
+    task = load_task("wordnet")
+    assert task.kind == "classification" and len(task.examples) == 2500
+    assert task.label_words == [" animal", " plant", " food", " person", " place"]
+    assert [sum(e.label == c for e in task.examples) for c in range(5)] == [500] * 5
+    texts = {e.text: e.label for e in task.examples}
+    assert len(texts) == 2500 and all(";" not in t and '"' not in t for t in texts)  # definitions only
+    by_label = {c: [t for t, l in texts.items() if l == c] for c in range(5)}
+    assert any("mammal" in t for t in by_label[0]) and any("tree" in t or "herb" in t for t in by_label[1])
+    assert task.prompt(task.examples[0]).startswith("Definition: ") and task.prompt(task.examples[0]).endswith("\nCategory:")
+    assert load_task("wordnet").examples == task.examples  # the same fixed sample every time
 
 
 def test_max_examples_is_a_seeded_stratified_subsample(bbc):
@@ -230,7 +244,7 @@ def test_non_utf8_file_names_the_byte_and_line(tmp_path):
 
 
 def test_unknown_specs(tmp_path):
-    with pytest.raises(FreezelabError, match=r"unknown data set 'imdb'; available: bbc-news, movie-polarity"):
+    with pytest.raises(FreezelabError, match=r"unknown data set 'imdb'; available: bbc-news, wordnet, movie-polarity"):
         load_task("imdb")
     with pytest.raises(FreezelabError, match=r"For a file, prefix its kind: csv:data.csv"):
         load_task("data.csv")
