@@ -27,7 +27,8 @@ test: $(STAMP)
 	test -e /usr/share/wordnet/data.noun || (apt-get update -qq && apt-get install -y -qq wordnet-base)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 	FREEZELAB_SCALE=ci $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
-		--sanitize-with notebooks/sanitize.cfg notebooks/0*.ipynb
+		--sanitize-with notebooks/sanitize.cfg notebooks/0*.ipynb notebooks/assignments/0*.ipynb \
+		notebooks/assignments/solutions/0*.ipynb
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests

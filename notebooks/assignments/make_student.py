@@ -6,7 +6,8 @@
 
 The solution notebooks in ``solutions/`` are the source. In their code cells, every block between
 ``### BEGIN SOLUTION`` and ``### END SOLUTION`` becomes ``# YOUR CODE HERE`` followed by
-``raise NotImplementedError`` (at the block's indentation); markdown cells tagged ``defence`` keep
+``raise NotImplementedError`` (at the block's indentation), and code cells from the first such block on
+are tagged ``raises-exception`` (nbval runs a blank notebook and expects them to fail); markdown cells tagged ``defence`` keep
 only their ``<!-- defence -->`` marker and the placeholder ``YOUR ANSWER HERE``. Outputs, execution
 counts and timings are dropped: students get clean notebooks (the solutions keep theirs, for teachers).
 """
@@ -35,9 +36,15 @@ def _source(cell: dict) -> str:
 def strip_solutions(nb: dict) -> dict:
     """The student version of a solution notebook (a new dict; `nb` is left as it is)."""
     out = copy.deepcopy(nb)
+    stubbed = False
     for cell in out["cells"]:
         if cell["cell_type"] == "code":
             src = BLOCK.sub(lambda m: STUB.format(indent=m.group(1)), _source(cell))
+            stubbed = stubbed or src != _source(cell)
+            if stubbed:  # from the first exercise on, a blank notebook may raise (nbval: expected)
+                tags = cell["metadata"].setdefault("tags", [])
+                if "raises-exception" not in tags:
+                    tags.append("raises-exception")
             cell["source"] = src.rstrip("\n")
             cell["outputs"] = []
             cell["execution_count"] = None
