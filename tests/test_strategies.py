@@ -58,7 +58,7 @@ def test_full_trains_embeddings_and_lora_trains_adapters_only(tiny):
     assert not full.freeze_embeddings and full.train_final_norm
     assert freeze(tiny, full) == tiny.num_params  # tied head follows the embedding: everything trains
     lora = resolve("lora", tiny)
-    assert lora.extras["lora"] == {"r": 8, "alpha": 16} and not lora.train_final_norm
+    assert lora.extras["lora"] == {"r": 8, "alpha": 16, "seed": 0} and not lora.train_final_norm
 
 
 def test_random_cut_is_seeded_and_in_range(tiny):
@@ -126,7 +126,7 @@ def test_plan_files_and_lora_plan(tiny, tmp_path):
         assert (loaded.rule, loaded.trained) == ("argmax-excess", [5, 6, 7])
     lp = resolve("lora-plan", tiny, plan_path=tmp_path / "plan.json")
     assert (lp.rule, lp.trained, lp.extras["lora"], lp.extras["base_rule"]) == (
-        "lora-plan", [5, 6, 7], {"r": 8, "alpha": 16}, "argmax-excess")
+        "lora-plan", [5, 6, 7], {"r": 8, "alpha": 16, "seed": 0}, "argmax-excess")
     assert not lp.train_final_norm
     assert resolve(f"lora-plan:{tmp_path / 'plan.json'}", tiny).trained == [5, 6, 7]
 
@@ -234,3 +234,19 @@ def test_lora_plan_without_trained_blocks_is_rejected(tiny):
     empty = Plan(8, 8, list(range(8)), [], "manual", None, None, 0.0, 0.0, [])
     with pytest.raises(FreezelabError, match="at least one trained block"):
         lora_config_for(empty, tiny)
+
+
+def test_lora_initialisation_follows_the_seed():
+    def adapters(seed, global_seed):
+        lm = load_model("random:smollm2-135m", device="cpu", dtype="fp32", **TINY)
+        plan = Plan.from_cut(8, 6)
+        plan.extras["lora"] = {"r": 4, "alpha": 8, "seed": seed}
+        torch.manual_seed(global_seed)  # the global RNG must not decide the adapters
+        ensure_lora(lm, plan)
+        state = {n: p.detach().clone() for n, p in lm.model.named_parameters() if "lora_A" in n}
+        assert state
+        return state
+
+    a, b, c = adapters(0, 1), adapters(0, 2), adapters(1, 1)
+    assert all(torch.equal(a[n], b[n]) for n in a)  # same seed: same adapters
+    assert not any(torch.equal(a[n], c[n]) for n in a)  # another seed: other adapters
