@@ -169,7 +169,8 @@ def summarise_pair(sweeps: Sequence[dict], n_boot: int = N_BOOT) -> dict:
     speed = [{"cut": c["cut"], "seconds": c["seconds"], "ratio_to_full": c["seconds"] / full_seconds,
               "goal": 1.15 * (grid.L - c["cut"]) / grid.L} for c in first["cuts"]]
     return {
-        "model": first["model"], "dataset": first["dataset"], "n_train": first["n_train"],
+        "model": first["model"], "dataset": first["dataset"], "n_examples": first.get("n_examples") or None,
+        "n_train": first["n_train"],
         "n_test": first["n_test"], "steps": first["steps"], "batch_size": first["batch_size"],
         "lr": first["lr"], "lora_lr": first["lora_lr"], "seeds": [s["seed"] for s in sweeps],
         "complete": all(s["complete"] for s in sweeps), "num_layers": grid.L, "grid": grid.cuts,

@@ -85,6 +85,7 @@ class SweepResult:
     batch_size: int = 0
     n_train: int = 0
     n_test: int = 0
+    n_examples: int = 0  # the data set's size
     num_layers: int = 0
     variants: dict[str, int] = field(default_factory=dict)  # "rule/lens" -> chosen cut
     gains: dict = field(default_factory=dict)  # the default plan's gains (observed, expected, excess)
@@ -269,7 +270,8 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "dense", st
                   first_token=first_token, progress=progress, keep_checkpoint=False, prepared=prepared)
     sweep = SweepResult(lm.name, task.name, seed, steps, chosen.chosen_layer, [], lr=lr,
                         lora_lr=float("nan") if callable(lora_lr) else lora_lr,
-                        batch_size=batch_size, n_train=len(train), n_test=len(test), num_layers=L,
+                        batch_size=batch_size, n_train=len(train), n_test=len(test),
+                        n_examples=len(task.examples), num_layers=L,
                         variants={name: p.chosen_layer for name, p in plans.items()},
                         gains=chosen.extras["gains"], deviation=chosen.extras["deviation"],
                         law=chosen.extras["law"], before=asdict(prepared.before),
