@@ -36,7 +36,7 @@ def row_tables(row: dict) -> list[str]:
     stem = f"{row['model']}_{row['dataset']}"
     lines = [f"## {name}", "",
              f"{len(row['seeds'])} seed(s) {row['seeds']}{'' if row['complete'] else ' (partial: some runs still to come)'}; "
-             f"{row['n_train']} training examples, one epoch of {row['steps']} steps of batch {row['batch_size']}; "
+             f"a data set of {row['n_examples']} examples; {row['n_train']} training examples, one epoch of {row['steps']} steps of batch {row['batch_size']}; "
              f"block lr {row['lr']:g}, LoRA lr {row['lora_lr']:g} (picked on validation data); "
              f"{row['n_test']} test examples; grid of {len(row['grid'])} cuts.", "",
              f"![{name}: realised result per cut]({stem}.png)", "",
