@@ -145,10 +145,12 @@ class RunResult:
         return asdict(self)
 
     def save(self, path: str | os.PathLike) -> None:
-        _atomic_write(Path(path), json.dumps(self.to_dict(), indent=2).encode())
+        atomic_write(Path(path), json.dumps(self.to_dict(), indent=2).encode())
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and a rename: an interrupted write leaves
+    the old file or none, never half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)

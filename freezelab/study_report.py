@@ -184,7 +184,7 @@ def figure_training(sweeps: Sequence[dict], path: Path) -> None:
     s = sweeps[0]
     fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
     cuts = {c["cut"]: c for c in s["cuts"]}
-    shown = {f"cut 0 (every block)": cuts.get(0), f"plan (cut {s['chosen_cut']})": cuts.get(s["chosen_cut"]),
+    shown = {"cut 0 (every block)": cuts.get(0), f"plan (cut {s['chosen_cut']})": cuts.get(s["chosen_cut"]),
              f"cut {max(cuts)} (last blocks only)": cuts.get(max(cuts)), "full fine-tuning": s["strategies"].get("full")}
     for label, run in shown.items():
         if run and run.get("train_losses"):

@@ -33,7 +33,7 @@ from .data import Example, Split, Task
 from .deviation import deviation
 from .encode import Encoded, encode
 from .errors import FreezelabError
-from .finetune import Evaluation, Prepared, RunResult, evaluate, finetune
+from .finetune import Prepared, RunResult, atomic_write, evaluate, finetune
 from .gains import layer_gains
 from .law import fit_scaling_law
 from .models import LoadedModel, load_model
@@ -226,7 +226,7 @@ def pick_lr(lm: LoadedModel, task: Task, make_plan: Callable[[LoadedModel], Plan
             "n_val": len(val), "n_train": len(train)}
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(best, indent=2))
+        atomic_write(out, json.dumps(best, indent=2).encode())
     return best
 
 
@@ -285,7 +285,7 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "dense", st
         if any(c.cut == chosen.chosen_layer for c in sweep.cuts):
             sweep.regret = regret(sweep.cuts, chosen.chosen_layer)
         if out is not None:
-            (out / "sweep.json").write_text(json.dumps(sweep.to_dict()))
+            atomic_write(out / "sweep.json", json.dumps(sweep.to_dict()).encode())
             _plot(sweep, out / "sweep.png")
 
     def after_deviation(model: LoadedModel, start: int | None) -> list[float]:
@@ -311,7 +311,7 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "dense", st
         print(f"  {name}: loss {r.loss_after:.3f} acc {r.acc_after:.3f} ({wall:.0f} s)", flush=True)
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / "result.json").write_text(json.dumps(stored))
+            atomic_write(folder / "result.json", json.dumps(stored).encode())
         return stored, wall
 
     baseline_cuts = [resolve(spec, lm, seed=seed, steps=steps, max_length=max_length).chosen_layer
