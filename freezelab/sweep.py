@@ -370,6 +370,8 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "dense", st
                        "cost_ratio": priced.cost_ratio_cached if r.cached else priced.cost_ratio}
 
         r, wall = timed(spec.replace(":", "_"), train_strategy)
+        if spec.startswith("lora"):
+            sweep.lora_lr = r["lr"]  # also when the run was stored by an earlier invocation
         sweep.strategies[spec] = {"acc": r["acc_after"], "loss": r["loss_after"], "cost_ratio": r["cost_ratio"],
                                   "step_seconds": r["step_seconds"], "seconds": wall,
                                   "trainable_params": r["trainable_params"], "trained": r["trained"],
