@@ -60,18 +60,21 @@ class Grid:
     def index(self, cut: int) -> int:
         return self.cuts.index(cut)
 
+    def value(self, fn: Callable[..., float], idx: np.ndarray | None = None) -> float:
+        """fn(seed i, acc (K,), loss (K,), loss before, loss of full FT) on the test examples `idx`
+        (all by default), averaged over seeds."""
+        idx = np.arange(self.n) if idx is None else idx
+        a, l_ = self.acc[..., idx].mean(-1), self.loss[..., idx].mean(-1)
+        before, full = self.before_loss[:, idx].mean(-1), self.full_loss[:, idx].mean(-1)
+        return float(np.mean([fn(i, a[i], l_[i], before[i], full[i]) for i in range(len(self.sweeps))]))
+
     def stat(self, fn: Callable[..., float], n_boot: int = N_BOOT, seed: int = 0) -> dict:
         """{mean, lo, hi} of fn(seed i, acc (K,), loss (K,), loss before, loss of full FT), the
         per-cut means over test examples, averaged over seeds: on the whole test set and on
         `n_boot` paired resamples of it."""
-        def over(idx: np.ndarray) -> float:
-            a, l_ = self.acc[..., idx].mean(-1), self.loss[..., idx].mean(-1)
-            before, full = self.before_loss[:, idx].mean(-1), self.full_loss[:, idx].mean(-1)
-            return float(np.mean([fn(i, a[i], l_[i], before[i], full[i]) for i in range(len(self.sweeps))]))
-
-        point = over(np.arange(self.n))
+        point = self.value(fn)
         rng = np.random.default_rng(seed)
-        boots = [over(rng.integers(0, self.n, self.n)) for _ in range(n_boot)]
+        boots = [self.value(fn, rng.integers(0, self.n, self.n)) for _ in range(n_boot)]
         lo, hi = np.percentile(boots, [2.5, 97.5])
         return {"mean": point, "lo": float(lo), "hi": float(hi)}
 
@@ -257,12 +260,20 @@ def collect(out: Path, scale_name: str, scale, n_boot: int = N_BOOT) -> dict:
     """Summarise every sweep stored under `out`: summary.json, summary.md and figures."""
     from .study_report import write_report
 
-    grouped = load_sweeps(out)
+    from .knee_study import knee_study
+
+    stored = load_sweeps(out)
+    # a seed still running joins its pair once it is complete (the pair shows partial seeds until one is)
+    grouped = {pair: [s for s in sweeps if s["complete"]] or sweeps for pair, sweeps in stored.items()}
     rows = [summarise_pair(sweeps, n_boot) for sweeps in grouped.values()]
     for row, sweeps in zip(rows, grouped.values()):
         row["lr_sensitivity"] = lr_curves(out, sweeps[0])
-    summary = {"scale": scale_name, "budget": asdict(scale), "rows": rows, "rules": leaderboard(rows)}
+    expected = [(m, d) for d in scale.datasets for m in scale.models]
+    seeds_of = {(m, d): len(scale.seeds_for(d)) for m, d in expected}
+    complete = {pair: sweeps for pair, sweeps in grouped.items() if all(s["complete"] for s in sweeps)}
+    summary = {"scale": scale_name, "budget": asdict(scale), "rows": rows, "rules": leaderboard(rows),
+               "knee_study": knee_study(complete, expected, seeds_of, n_boot)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    write_report(out, summary, grouped)
+    write_report(out, summary, grouped, stored)
     print(f"wrote {out / 'summary.json'}, summary.md and figures")
     return summary

@@ -50,6 +50,9 @@ class StudyScale:
     lora_lr_grid: tuple[float, ...]
     variants: bool = True  # also run every rule x lens variant's chosen cut
 
+    def seeds_for(self, dataset: str) -> tuple[int, ...]:
+        return self.lm_seeds if dataset == "kjv" else self.seeds
+
 
 BASELINES = ("full", "top25", "random", "gradnorm:8", "lisa:8", "lora", "lora-plan")
 SCALES = {
@@ -171,8 +174,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif not args.collect:
         for dataset in args.datasets.split(",") if args.datasets else scale.datasets:
             for model in args.models.split(",") if args.models else scale.models:
-                default = scale.lm_seeds if dataset == "kjv" else scale.seeds
-                seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else default
+                seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else scale.seeds_for(dataset)
                 run_pair(model, dataset, scale, out, seeds, args.progress)
     from .results import collect
 

@@ -122,8 +122,64 @@ def verdict_lines(summary: dict) -> list[str]:
     return lines
 
 
-def write_report(out: Path, summary: dict, grouped: dict) -> None:
-    lines = ["## Status", ""] + status_lines(grouped) + [""]
+def knee_lines(study: dict) -> list[str]:
+    """The knee study's outcome as sentences (verdict.md), each number read from the summary."""
+    dev_name = " x ".join(study["dev_pair"])
+    if "development" not in study:
+        return [f"**Aiming at the knee:** the development pair ({dev_name}) has no complete seed yet."]
+    dev = study["development"]
+    miss = {name: dev["scores"][name] for name in dev["chosen"].values()}
+    depth = dev["scores"][f"depth-only {dev['depth_share']:.3f}"]
+    lines = [f"**Aiming at the knee.** On the development pair ({dev_name}, seed(s) {dev['seeds']}) the "
+             "frozen choices are " + ", ".join(f"`{name}` (mean distance to the knee {m[0]:.1f} blocks)"
+                                                for name, m in miss.items())
+             + f", and for the depth-only rule a share of {dev['depth_share']:.3f} of the blocks trained "
+             f"({depth[0]:.1f} blocks from the knee)."]
+    n_expected = len(study["held_out_expected"])
+    pairs = study.get("held_out", [])
+    if not pairs:
+        return lines + [f"No held-out pair has a complete seed yet (of {n_expected})."]
+    for name, v in study["verdicts"].items():
+        m = v["mean"]
+        text = (f"`{name}` lowered the cost regret against `{study['default']}` with a CI above zero on "
+                f"{v['pairs_lower_cost_regret']} of {v['pairs']} held-out pair(s) measured (of {n_expected}; "
+                f"the bar is {study['min_pairs']}); its frontier regret rose by at most "
+                f"{100 * v['worst_frontier_raise']:.1f} accuracy points on a pair (the bar is "
+                f"{100 * study['max_frontier_raise']:.1f}), and its oracle gap by "
+                f"{100 * v['mean_oracle_gap_raise']:.1f} points on average. Over those pairs its mean cost regret was "
+                f"{m[name]['cost_regret']:.2f} against {m['top25']['cost_regret']:.2f} for top-25% and "
+                f"{m['depth-only']['cost_regret']:.2f} for the depth-only rule (frontier regret "
+                f"{100 * m[name]['frontier_regret_acc']:.1f}, {100 * m['top25']['frontier_regret_acc']:.1f} and "
+                f"{100 * m['depth-only']['frontier_regret_acc']:.1f} points).")
+        decision = {"pending": " **Decision: pending** until every held-out pair has every seed; "
+                               + ("the criteria hold so far." if v["meets"] else "the criteria do not hold so far."),
+                    "fails": " **Decision: it fails**, and `argmax-excess` stays the default.",
+                    "becomes the default": " **Decision: it meets every criterion.**"}[v["decision"]]
+        lines += ["", text + decision]
+    return lines
+
+
+def knee_table(study: dict) -> list[str]:
+    """Per held-out pair, each frozen rule's metrics and its paired difference from the default."""
+    if not study.get("held_out"):
+        return []
+    lines = ["## Aiming at the knee: held-out pairs", "",
+             f"Each rule against `{study['default']}` on the same test examples (95% CI): the cost regret it "
+             "saves (> 0: better) and the frontier regret it adds (> 0: worse).", "",
+             "| model | data set | rule | cuts | cost regret | saved vs default | frontier regret (acc points) | "
+             "added vs default | knee distance |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for pair in study["held_out"]:
+        for name, r in pair["rules"].items():
+            lines.append(f"| {pair['model']} | {pair['dataset']} | {name} | {r['cuts']} | {ci(r['cost_regret'])} | "
+                         f"{ci(r['delta_cost_regret'])} | {ci(r['frontier_regret_acc'], 100, 1)} | "
+                         f"{ci(r['delta_frontier_regret_acc'], 100, 1)} | {ci(r['knee_distance'], digits=1)} |")
+    return lines + [""]
+
+
+def write_report(out: Path, summary: dict, grouped: dict, stored: dict) -> None:
+    """summary.md, verdict.md and the figures; `grouped` are the sweeps summarised per pair,
+    `stored` every sweep on disk (partial seeds included), for the status table."""
+    lines = ["## Status", ""] + status_lines(stored) + [""] + knee_table(summary["knee_study"])
     if summary["rules"]:
         lines += ["## Rule leaderboard (means over every model x data set so far)", "",
                   "| rule | pairs | frontier regret (acc points) | cost regret | knee distance | cost |",
@@ -144,7 +200,7 @@ def write_report(out: Path, summary: dict, grouped: dict) -> None:
             figure_lr(row, Path(f"{stem}_lr.png"))
             lines += [f"![{row['model']} on {row['dataset']}: the grid at three learning rates]({stem}_lr.png)", ""]
     (out / "summary.md").write_text("\n".join(lines))
-    (out / "verdict.md").write_text("\n".join(verdict_lines(summary)) + "\n")
+    (out / "verdict.md").write_text("\n".join(verdict_lines(summary) + [""] + knee_lines(summary["knee_study"])) + "\n")
 
 
 def _plt():

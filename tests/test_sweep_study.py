@@ -42,32 +42,37 @@ def test_regret_compares_with_cheaper_or_equal_cuts_only():
 N = 200  # test examples
 
 
-def _sweep(seed, acc_per_cut, loss_per_cut, chosen, gains, full_loss=0.3, before_loss=1.0):
-    """A sweep over cuts 0..3 of a 4-block model whose per-example results have the given means."""
+def _sweep(seed, acc_per_cut, loss_per_cut, chosen, gains, full_loss=0.3, before_loss=1.0, variants=None,
+           model="m", dataset="d"):
+    """A sweep over cuts 0..L-1 of an L-block model (L = len(acc_per_cut)) whose per-example results
+    have the given means; cut k costs 1 - k/L."""
     rng = np.random.default_rng(seed)
+    L = len(acc_per_cut)
 
-    def correct(p):  # exactly round(p N) correct examples, shuffled
+    order = rng.permutation(N)  # examples from easiest to hardest: runs share them, as real runs do
+
+    def correct(p):  # exactly round(p N) correct examples, the easiest ones
         v = np.zeros(N, bool)
-        v[: round(p * N)] = True
-        return rng.permutation(v).tolist()
+        v[order[: round(p * N)]] = True
+        return v.tolist()
 
     def losses(m):
         return (m + rng.normal(0, 0.05, N) - 0).tolist()
 
-    cuts = [{"cut": k, "cost_ratio": 1.0 - 0.25 * k, "per_example_correct": correct(a),
-             "per_example_loss": losses(l_), "seconds": 10.0 * (4 - k) / 4, "train_losses": [1.0] * 10,
-             "deviation_after": [1.0] * 5}
+    cuts = [{"cut": k, "cost_ratio": 1.0 - k / L, "per_example_correct": correct(a),
+             "per_example_loss": losses(l_), "seconds": 10.0 * (L - k) / L, "train_losses": [1.0] * 10,
+             "deviation_after": [1.0] * (L + 1)}
             for k, (a, l_) in enumerate(zip(acc_per_cut, loss_per_cut))]
     full = {"per_example_correct": correct(max(acc_per_cut)), "per_example_loss": losses(full_loss),
             "cost_ratio": 1.0, "seconds": 12.0, "lr": 1e-4}
-    return {"model": "m", "dataset": "d", "seed": seed, "num_layers": 4, "chosen_cut": chosen,
+    return {"model": model, "dataset": dataset, "seed": seed, "num_layers": L, "chosen_cut": chosen,
             "cuts": cuts, "strategies": {"full": full, "semantic-plan": {"cost_ratio": cuts[chosen]["cost_ratio"]}},
             "before": {"per_example_loss": losses(before_loss), "per_example_correct": correct(0.2)},
-            "variants": {"argmax-excess/logit-labels": chosen}, "gains": {"excess": gains},
+            "variants": {"argmax-excess/logit-labels": chosen, **(variants or {})}, "gains": {"excess": gains},
             "complete": True, "n_train": 8, "n_test": N, "steps": 1, "batch_size": 8, "lr": 1e-4,
             "lora_lr": 1e-3, "acc_before": 0.2, "loss_before": before_loss, "spearman": 0.1,
             "law": {"E": 0.0, "A": 1.0, "alpha": 1.0, "r2": 0.5, "at_bound": ["E"]},
-            "deviation": [1.0] * 5}
+            "deviation": [1.0] * (L + 1)}
 
 
 def test_metrics_on_a_grid_with_known_answers():
@@ -162,3 +167,45 @@ def test_study_at_ci_scale(tmp_path):
     assert "## smollm2-135m on movie-polarity" in text and "| semantic-plan |" in text
     assert (tmp_path / "smollm2-135m_movie-polarity_retrace.png").exists()
     assert "smollm2-135m on movie-polarity" in (tmp_path / "verdict.md").read_text()
+
+
+def _knee_pair(model, dataset, acc, loss, knee_cut, seeds=(0,)):
+    """An 8-block pair whose default rule picks cut 1 and whose knee-0.5 candidate picks `knee_cut`."""
+    variants = {"knee-0.5/logit-labels": knee_cut, "knee-0.7/logit-labels": 3, "knee-0.9/logit-labels": 0,
+                "knee-gain-0.5/logit-labels": 4, "knee-gain-0.7/logit-labels": 2, "knee-gain-0.9/logit-labels": 0,
+                "argmax-excess/cosine": 6, "argmax-excess/kl": 2, "argmax-excess/logit-full": 1}
+    return (model, dataset), [_sweep(s, acc, loss, chosen=1, gains=[0.1] * 8, variants=variants, model=model,
+                                     dataset=dataset) for s in seeds]
+
+
+def test_knee_study_develops_on_one_pair_and_decides_on_the_held_out_ones():
+    from freezelab.knee_study import knee_study
+
+    # development: the knee (cheapest cut with 95% of full FT's 0.7-nat gain) is cut 5
+    dev = _knee_pair("smollm2-135m", "bbc-news", [0.8] * 6 + [0.7, 0.6], [0.3] * 5 + [0.31, 0.5, 0.7], knee_cut=5)
+    # held out: the knee moves to cut 3; knee-0.5 follows it there, the depth-only rule (3 of 8 blocks) does not
+    acc, loss = [0.8] * 4 + [0.7] * 4, [0.3] * 4 + [0.5] * 4
+    held = [_knee_pair(m, "other", acc, loss, knee_cut=3) for m in ("a", "b", "c")]
+    expected = [dev[0]] + [p for p, _ in held]
+    study = knee_study(dict([dev, *held]), expected, {p: 1 for p in expected}, n_boot=100)
+    d = study["development"]
+    assert d["chosen"] == {"knee": "knee-0.5/logit-labels", "knee-gain": "knee-gain-0.5/logit-labels",
+                           "lens": "argmax-excess/cosine"}  # |distance| 0, 1 and 1 (cosine the cheaper)
+    assert d["depth_share"] == pytest.approx(3 / 8)
+    pair = study["held_out"][0]["rules"]
+    assert pair["depth-only"]["cuts"] == [5] and pair["top25"]["cuts"] == [6]
+    knee = pair["knee-0.5/logit-labels"]
+    assert knee["delta_cost_regret"]["mean"] == pytest.approx(0.25) and knee["delta_cost_regret"]["lo"] > 0
+    v = study["verdicts"]["knee-0.5/logit-labels"]
+    assert study["final"] and v["pairs_lower_cost_regret"] == 3 and v["beats"] == {"depth-only": True, "top25": True}
+    assert v["decision"] == "becomes the default"
+    assert study["verdicts"]["knee-gain-0.5/logit-labels"]["decision"] == "fails"  # cut 4 is 10 points worse
+    # the same candidate at cut 4 on the held-out pairs: 10 points below the best cut, and dearer than
+    # the cheapest cut as accurate
+    held = [_knee_pair(m, "other", acc, loss, knee_cut=4) for m in ("a", "b", "c")]
+    v = knee_study(dict([dev, *held]), expected, {p: 1 for p in expected}, n_boot=50)["verdicts"]
+    assert v["knee-0.5/logit-labels"]["mean_oracle_gap_raise"] == pytest.approx(0.1)
+    assert v["knee-0.5/logit-labels"]["decision"] == "fails"
+    # with a seed still to come the decision waits
+    v = knee_study(dict([dev, *held]), expected, {**{p: 1 for p in expected}, dev[0]: 2}, n_boot=20)["verdicts"]
+    assert v["knee-0.5/logit-labels"]["decision"] == "pending"

@@ -5,11 +5,12 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 OUT=book/results
-UNITS=${UNITS:-"bbc-news:smollm2-135m:0 bbc-news:smollm2-135m:1 bbc-news:smollm2-135m:2
-bbc-news:gemma3-270m:0 bbc-news:gemma3-270m:1 bbc-news:gemma3-270m:2
-wordnet:smollm2-135m:0 wordnet:smollm2-135m:1 wordnet:smollm2-135m:2
-wordnet:gemma3-270m:0 wordnet:gemma3-270m:1 wordnet:gemma3-270m:2
-kjv:smollm2-135m:0 kjv:gemma3-270m:0"}
+# Seed 0 of every model x data set first (the knee study's held-out pairs), then the
+# learning-rate sensitivity, then the other seeds.
+UNITS=${UNITS:-"bbc-news:smollm2-135m:0 bbc-news:gemma3-270m:0 wordnet:smollm2-135m:0 wordnet:gemma3-270m:0
+kjv:smollm2-135m:0 kjv:gemma3-270m:0 lr-sensitivity
+bbc-news:smollm2-135m:1 bbc-news:gemma3-270m:1 wordnet:smollm2-135m:1 wordnet:gemma3-270m:1
+bbc-news:smollm2-135m:2 bbc-news:gemma3-270m:2 wordnet:smollm2-135m:2 wordnet:gemma3-270m:2"}
 commit() {  # retry while another process holds the index
     for _ in 1 2 3 4 5 6; do
         git add "$OUT/runs" "$OUT/scale.json" 2>/dev/null && git commit -qm "$1" -- "$OUT/runs" "$OUT/scale.json" && return 0
@@ -17,6 +18,13 @@ commit() {  # retry while another process holds the index
     done
 }
 for unit in $UNITS; do
+    if [ "$unit" = lr-sensitivity ]; then
+        echo "== $(date -u +%FT%TZ) learning-rate sensitivity: smollm2-135m / bbc-news"
+        $PY -m freezelab.study --scale full --out "$OUT" --lr-sensitivity --models smollm2-135m --datasets bbc-news \
+            && commit "Study: learning-rate sensitivity of smollm2-135m on bbc-news" \
+            || { echo "!! learning-rate sensitivity failed"; commit "Study (partial): learning-rate sensitivity"; }
+        continue
+    fi
     IFS=: read -r data model seed <<< "$unit"
     echo "== $(date -u +%FT%TZ) $model / $data / seed $seed"
     if $PY -m freezelab.study --scale full --out "$OUT" --models "$model" --datasets "$data" --seeds "$seed"; then
@@ -25,7 +33,4 @@ for unit in $UNITS; do
         echo "!! $model / $data / seed $seed failed"; commit "Study (partial): $model on $data, seed $seed"
     fi
 done
-echo "== $(date -u +%FT%TZ) learning-rate sensitivity: smollm2-135m / bbc-news"
-$PY -m freezelab.study --scale full --out "$OUT" --lr-sensitivity --models smollm2-135m --datasets bbc-news \
-    && commit "Study: learning-rate sensitivity of smollm2-135m on bbc-news"
 echo "== $(date -u +%FT%TZ) done"
