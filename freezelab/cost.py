@@ -4,7 +4,8 @@ For one optimizer step of a training strategy (a `Plan`: full fine-tuning, cut k
 prefix, LoRA, LoRA inside a plan, LISA's or gradnorm's block subsets, a random cut) the ledger lists
 every part of the work with its FLOPs and the bytes it moves, and the memory the step holds at its
 peak. Seconds come from a roofline: each part takes max(FLOPs / FLOP/s, bytes / (bytes/s)), with
-two constants per device measured once by a micro-benchmark (`device_constants`).
+two constants per device measured once by a micro-benchmark (`device_constants`). On a CPU a third
+constant prices the first touch of freshly mapped memory (see `FRESH_MIN_BYTES`).
 
 Conventions (all from shapes, never from timings of the model):
 - a matrix product costs 2 FLOPs per multiply-add; a block's backward costs one forward of its
@@ -16,7 +17,12 @@ Conventions (all from shapes, never from timings of the model):
 - AdamW (torch's foreach implementation) does ADAMW_FLOPS per trained parameter and streams
   ADAMW_STREAMS tensors of that parameter's size through memory;
 - a trained embedding gets a dense V x d gradient; with a tied head, the head's gradient is a
-  second dense V x d tensor added into the first.
+  second dense V x d tensor added into the first;
+- a frozen block inside the backward graph (below a trained one) is counted as keeping what a
+  trained block keeps (it keeps less: the ledger over-counts LISA-like subsets' activations);
+- tensors of at least FRESH_MIN_BYTES allocated anew every step are "fresh": on a CPU glibc maps
+  them anew and returns them to the OS when freed, so each costs its page faults again
+  (`Device.fault`): the dense embedding gradients and AdamW's temporaries of large parameters.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ ADAMW_FLOPS = 10  # per trained parameter: lerp 2, mul 1, addcmul 2, sqrt 1, div
 # tensors of a parameter's size read or written by one foreach AdamW step (weight decay 0):
 # lerp m (3), mul v (2), addcmul v (3), sqrt -> t (2), div t (2), add t (2), addcdiv p (4)
 ADAMW_STREAMS = 18
+ADAMW_TEMPS = 2  # parameter-sized temporaries one foreach AdamW step allocates (sqrt(v), then its quotient; torch.profiler)
+FRESH_MIN_BYTES = 32 * 2**20  # glibc's largest dynamic mmap threshold: larger tensors are mapped anew each time
 CALIBRATION_SECONDS = 6.0  # the micro-benchmark's budget (about 9 s in all with its set-up)
 MB = 2**20
 
@@ -68,6 +76,11 @@ def _dims(m: nn.Module) -> tuple[int, int]:
     """(in, out) features of a projection."""
     w = m.weight
     return (w.shape[0], w.shape[1]) if isinstance(m, Conv1D) else (w.shape[1], w.shape[0])
+
+
+def _large(params: Iterable[torch.Tensor], dtype_bytes: int) -> int:
+    """Elements of the parameters of at least FRESH_MIN_BYTES."""
+    return sum(p.numel() for p in params if p.numel() * dtype_bytes >= FRESH_MIN_BYTES)
 
 
 def _saved_per_token(block: nn.Module, config) -> int:
@@ -101,9 +114,11 @@ class Shape:
     block_weights: tuple[int, ...]  # per block: weights of its projections (multiply-adds per token)
     block_params: tuple[int, ...]  # per block: every parameter (projections, norms, biases)
     block_saved: tuple[int, ...]  # per block: activation elements kept for backward, per token
+    block_large: tuple[int, ...]  # per block: elements of its parameters of FRESH_MIN_BYTES or more
     lora_widths: tuple[int, ...]  # per block: sum of in + out features of the projections LoRA adapts
     attention_width: int  # query heads * head dim
     embedding_params: int  # token (and position) embeddings
+    embedding_large: int  # elements of embedding tensors of FRESH_MIN_BYTES or more
     final_norm_params: int
     head_params: int  # 0 when the head is tied to the embedding
     tied: bool
@@ -123,6 +138,7 @@ class Shape:
         config = lm.model.config
         embeddings = {id(p): p for e in lm.embeddings for p in e.parameters()}
         head = lm.lm_head.weight
+        dt = head.element_size()
         return cls(
             num_layers=len(lm.blocks),
             hidden=head.shape[1],
@@ -131,14 +147,17 @@ class Shape:
             block_params=tuple(sum(p.numel() for n, p in b.named_parameters() if "lora_" not in n)
                                for b in lm.blocks),
             block_saved=tuple(_saved_per_token(b, config) for b in lm.blocks),
+            block_large=tuple(_large((p for n, p in b.named_parameters() if "lora_" not in n), dt)
+                              for b in lm.blocks),
             lora_widths=tuple(sum(sum(_dims(m)) for n, m in _linears(b) if n.rsplit(".", 1)[-1] in targets)
                               for b in lm.blocks),
             attention_width=attention_width(config),
             embedding_params=sum(p.numel() for p in embeddings.values()),
+            embedding_large=_large(embeddings.values(), dt),
             final_norm_params=sum(p.numel() for p in lm.final_norm.parameters()),
             head_params=0 if lm.tied else sum(p.numel() for p in lm.lm_head.parameters()),
             tied=lm.tied,
-            dtype_bytes=head.element_size(),
+            dtype_bytes=dt,
         )
 
     @classmethod
@@ -147,7 +166,7 @@ class Shape:
         parameters to update): priced in FLOPs only, the ledger gives cut k the textbook ratio
         (L + 2 (L - k)) / 3L, and (L - k) / L with its prefix cached."""
         L = num_layers
-        return cls(L, 0, 0, (1,) * L, (0,) * L, (0,) * L, (0,) * L, 0, 0, 0, 0, True, 4)
+        return cls(L, 0, 0, (1,) * L, (0,) * L, (0,) * L, (0,) * L, (0,) * L, 0, 0, 0, 0, 0, True, 4)
 
 
 @dataclass(frozen=True)
@@ -186,15 +205,18 @@ def cut_training(num_layers: int, k: int) -> Training:
 
 @dataclass(frozen=True)
 class Device:
-    """The two roofline constants of a device in one dtype."""
+    """The roofline constants of a device in one dtype (and a CPU's page-fault rate)."""
 
     name: str
     flops: float  # FLOP/s sustained by a large matrix product
-    bandwidth: float  # bytes/s sustained by a large copy (read + write counted)
+    bandwidth: float  # bytes/s sustained by AdamW over weight-sized tensors (read + write counted)
+    fault: float | None = None  # bytes/s of first touch of freshly mapped memory; None: free (a GPU's caching allocator)
 
-    def seconds(self, flops: float, nbytes: float) -> float:
-        """Roofline time of work of `flops` FLOPs moving `nbytes` bytes, in seconds."""
-        return max(flops / self.flops, nbytes / self.bandwidth)
+    def seconds(self, flops: float, nbytes: float, fresh: float = 0.0) -> float:
+        """Roofline time of work of `flops` FLOPs moving `nbytes` bytes, plus the page faults of
+        `fresh` bytes of newly mapped memory, in seconds."""
+        faults = fresh / self.fault if fresh and self.fault else 0.0
+        return max(flops / self.flops, nbytes / self.bandwidth) + faults
 
 
 FLOPS_ONLY = Device("FLOPs only", 1.0, math.inf)  # seconds = FLOPs: the nominal curve's pricing
@@ -233,24 +255,34 @@ def _rate(work: float, fn, budget: float, device: torch.device) -> float:
 
 def calibrate(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
               budget: float = CALIBRATION_SECONDS) -> Device:
-    """Measure FLOP/s (n x n matrix products) and bytes/s (AdamW steps over a parameter much larger
-    than the caches, ADAMW_STREAMS tensors of its size each) on `device` in `dtype`, in about
+    """Measure FLOP/s (n x n matrix products), bytes/s (AdamW steps over 64 weight-sized
+    parameters of 1 Mi elements, far more than the caches hold; ADAMW_STREAMS tensors of their size each) and, on a CPU, the page-fault rate (a
+    fresh 256 MiB tensor filled, minus the same fill in place) on `device` in `dtype`, in about
     `budget` seconds.
 
-    Bytes/s is taken from AdamW, training's main memory-bound work, rather than from a plain copy:
-    on a CPU its fresh temporaries (page faults) make it run at about a third of a copy's rate.
+    Bytes/s is taken from AdamW, training's main memory-bound work, over tensors below
+    FRESH_MIN_BYTES, whose temporaries the allocator reuses; larger tensors pay `fault` on top.
     """
     device = torch.device(device)
-    n = 2048 if device.type == "cuda" else 1024
+    cuda = device.type == "cuda"
+    n = 2048 if cuda else 1024
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    flops = _rate(2.0 * n**3, lambda: a @ b, budget / 2, device)
-    param = nn.Parameter(torch.zeros((64 if device.type == "cuda" else 16) * MB, device=device, dtype=dtype))
-    param.grad = torch.ones_like(param)
-    adamw = torch.optim.AdamW([param], lr=1e-4, weight_decay=0.0)
-    work = ADAMW_STREAMS * param.numel() * param.element_size()
-    bandwidth = _rate(work, adamw.step, budget / 2, device)
-    return Device(device_key(device, dtype), flops, bandwidth)
+    flops = _rate(2.0 * n**3, lambda: a @ b, budget / 3, device)
+    params = [nn.Parameter(torch.zeros(MB, device=device, dtype=dtype)) for _ in range(64)]  # 64 x 4 MiB (fp32)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    adamw = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)
+    work = ADAMW_STREAMS * sum(p.numel() for p in params) * params[0].element_size()
+    bandwidth = _rate(work, adamw.step, budget / 3, device)
+    if cuda:
+        return Device(device_key(device, dtype), flops, bandwidth)
+    size = 256 * MB // torch.empty((), dtype=dtype).element_size()
+    kept = torch.empty(size, dtype=dtype)
+    in_place = 1.0 / _rate(1.0, lambda: kept.fill_(1), budget / 6, device)
+    fresh = 1.0 / _rate(1.0, lambda: torch.empty(size, dtype=dtype).fill_(1), budget / 6, device)
+    fault = 256 * MB / (fresh - in_place) if fresh > in_place else None
+    return Device(device_key(device, dtype), flops, bandwidth, fault)
 
 
 def _store() -> Path:
@@ -266,10 +298,10 @@ def device_constants(device: torch.device | str = "cpu", dtype: torch.dtype = to
     key = device_key(device, dtype)
     path = _store()
     stored = json.loads(path.read_text()) if path.exists() else {}
-    if key in stored and not refresh:
+    if key in stored and "fault" in stored[key] and not refresh:  # no "fault": measured the old way
         return Device(key, **stored[key])
     measured = calibrate(device, dtype)
-    stored[key] = {"flops": measured.flops, "bandwidth": measured.bandwidth}
+    stored[key] = {"flops": measured.flops, "bandwidth": measured.bandwidth, "fault": measured.fault}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(stored, indent=2) + "\n")
@@ -287,6 +319,7 @@ class Part:
     name: str
     flops: float  # FLOPs per optimizer step
     nbytes: float  # bytes moved per optimizer step
+    fresh: float = 0.0  # bytes of tensors of FRESH_MIN_BYTES or more allocated anew (page faults on a CPU)
 
 
 @dataclass(frozen=True)
@@ -340,7 +373,7 @@ class Ledger:
         return sum(p.nbytes for p in self.parts)
 
     def part_seconds(self, part: Part) -> float:
-        return self.device.seconds(part.flops, part.nbytes)
+        return self.device.seconds(part.flops, part.nbytes, part.fresh)
 
     @property
     def seconds(self) -> float:
@@ -353,11 +386,14 @@ class Ledger:
         rows = [f"{self.strategy}{' (cached prefix)' if self.cached else ''}: batch {self.batch_size} x "
                 f"{self.seq_len} tokens, {'LM loss' if self.label_rows is None else f'{self.label_rows} label rows'}; "
                 f"{self.device.name}",
-                f"{'part':<36} {'GFLOP':>9} {'MB moved':>9} {'seconds':>9} {'share':>6}"]
+                f"{'part':<36} {'GFLOP':>9} {'MB moved':>9} {'MB fresh':>9} {'seconds':>9} {'share':>6}"]
         for p in self.parts:
             s = self.part_seconds(p)
-            rows.append(f"{p.name:<36} {p.flops / 1e9:9.3f} {p.nbytes / MB:9.1f} {s:9.4f} {s / total:6.1%}")
-        rows.append(f"{'step':<36} {self.flops / 1e9:9.3f} {self.nbytes / MB:9.1f} {self.seconds:9.4f} {1:6.1%}")
+            rows.append(f"{p.name:<36} {p.flops / 1e9:9.3f} {p.nbytes / MB:9.1f} {p.fresh / MB:9.1f} {s:9.4f} "
+                        f"{s / total:6.1%}")
+        fresh = sum(p.fresh for p in self.parts)
+        rows.append(f"{'step':<36} {self.flops / 1e9:9.3f} {self.nbytes / MB:9.1f} {fresh / MB:9.1f} "
+                    f"{self.seconds:9.4f} {1:6.1%}")
         m = self.memory
         rows.append(f"memory MB: params {m.params / MB:.1f}, grads {m.grads / MB:.1f}, AdamW moments "
                     f"{m.optimizer / MB:.1f}, activations {m.activations / MB:.1f}, temporaries "
@@ -428,13 +464,16 @@ def ledger(shape: Shape, train: Training, seq_len: int, batch_size: int, label_r
     parts.append(Part("head backward", backward_head, head_w * (1 + train.head) + 2 * logits))
     if train.embeddings:
         dense = 1 + (4 if shape.tied else 0)  # zero-filled V x d; tied: the head's V x d and their sum
+        fresh = (3 if shape.tied else 1) * V * d * dt
         parts.append(Part("embedding gradient (dense V x d)", tokens * d + (V * d if shape.tied else 0),
-                          dense * V * d * dt + tokens * d * dt))
+                          dense * V * d * dt + tokens * d * dt, fresh if V * d * dt >= FRESH_MIN_BYTES else 0.0))
+    head_trained = shape.head_params if train.head and not shape.tied else 0
     trainable = (adapters + sum(shape.block_params[i] for i in weight_trained)
                  + (shape.embedding_params if train.embeddings else 0)
-                 + (shape.final_norm_params if train.final_norm else 0)
-                 + (shape.head_params if train.head and not shape.tied else 0))
-    parts.append(Part("AdamW", ADAMW_FLOPS * trainable, ADAMW_STREAMS * trainable * dt))
+                 + (shape.final_norm_params if train.final_norm else 0) + head_trained)
+    large = (sum(shape.block_large[i] for i in weight_trained) + (shape.embedding_large if train.embeddings else 0)
+             + (head_trained if head_trained * dt >= FRESH_MIN_BYTES else 0))
+    parts.append(Part("AdamW", ADAMW_FLOPS * trainable, ADAMW_STREAMS * trainable * dt, ADAMW_TEMPS * large * dt))
 
     saved_head = positions * d * dt + logits + 2 * tokens * d * dt  # head input, log-probs, final norm
     cache = tokens * d * dt if cached and run.start > 0 else 0.0

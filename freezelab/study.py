@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Sequence
 
 from .data import Split, load_task, split
+from .cost import Device
 from .errors import FreezelabError
 from .models import load_model
 from .plan import Plan
 from .sweep import run_sweep, pick_lr
 
 BUDGET = ("batch_size", "n_train", "n_val", "n_test", "n_calib", "max_length", "cuts", "lr_grid",
-          "lora_lr_grid", "strategies", "variants")  # what a run's result depends on
+          "lora_lr_grid", "strategies", "variants", "pricing")  # what a run's result depends on
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,13 @@ class StudyScale:
     lr_grid: tuple[float, ...]  # block training
     lora_lr_grid: tuple[float, ...]
     variants: bool = True  # also run every rule x lens variant's chosen cut
+    # every modelled cost of the study is priced on these fixed constants (FLOP/s, bytes/s; the
+    # 2-core CPU's as first calibrated), so that no result depends on the day's calibration
+    pricing: tuple[float, float] = (43667981562.45473, 10017388059.381998)
+
+    @property
+    def device(self) -> Device:
+        return Device("study pricing (fixed)", *self.pricing)
 
     def seeds_for(self, dataset: str) -> tuple[int, ...]:
         return self.lm_seeds if dataset == "kjv" else self.seeds
@@ -117,7 +125,7 @@ def run_pair(model: str, dataset: str, scale: StudyScale, out: Path, seeds: Sequ
         sweep = run_sweep(lm, task, parts, cuts=scale.cuts, steps=steps, lr=block_lr["lr"], lora_lr=lora_lr,
                           batch_size=scale.batch_size, seed=seed, out=folder / f"seed{seed}",
                           strategies=scale.strategies, max_length=scale.max_length, variants=scale.variants,
-                          n_test=scale.n_test, progress=progress)
+                          n_test=scale.n_test, pricing=scale.device, progress=progress)
         print(f"== {model} / {dataset} / seed {seed}\n{sweep}", flush=True)
 
 
@@ -135,7 +143,8 @@ def lr_sensitivity(model: str, dataset: str, scale: StudyScale, out: Path, progr
     for lr in others:
         sweep = run_sweep(lm, task, parts, cuts=scale.cuts, steps=scale.n_train // scale.batch_size, lr=lr,
                           batch_size=scale.batch_size, seed=0, out=folder / "lr-sensitivity" / f"lr{lr:g}",
-                          max_length=scale.max_length, n_test=scale.n_test, progress=progress)
+                          max_length=scale.max_length, n_test=scale.n_test, pricing=scale.device,
+                          progress=progress)
         print(f"== {model} / {dataset} / lr {lr:g}\n{sweep}", flush=True)
 
 

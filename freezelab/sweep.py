@@ -28,7 +28,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from .cache import LatentCache, build_cache
-from .cost import cost, cut_cost_curve
+from .cost import Device, cost, cut_cost_curve
 from .data import Example, Split, Task
 from .deviation import deviation
 from .encode import Encoded, encode
@@ -140,10 +140,12 @@ def regret(cuts: Sequence[CutResult], chosen: int) -> float:
     return mine.loss - min(c.loss for c in cuts if c.cost_ratio <= mine.cost_ratio + 1e-12)
 
 
-def variant_plans(lm: LoadedModel, trace, seq_len: int, variants: bool = True) -> dict[str, Plan]:
-    """The plan of every rule x lens variant ("rule/lens"), or only the default with `variants=False`."""
+def variant_plans(lm: LoadedModel, trace, seq_len: int, variants: bool = True,
+                  pricing: Device | None = None) -> dict[str, Plan]:
+    """The plan of every rule x lens variant ("rule/lens"), or only the default with `variants=False`;
+    costs priced on `pricing` (default: this machine's stored constants)."""
     label_rows = None if trace.label_ids is None else len(trace.label_ids)
-    curve = cut_cost_curve(lm, seq_len, label_rows=label_rows)
+    curve = cut_cost_curve(lm, seq_len, label_rows=label_rows, device=pricing)
     out: dict[str, Plan] = {}
     lenses = LENS_VARIANTS if variants else {"logit-labels": LENS_VARIANTS["logit-labels"]}
     rules = RULE_VARIANTS if variants else {"argmax-excess": RULE_VARIANTS["argmax-excess"]}
@@ -234,13 +236,15 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "dense", st
               lr: float = 1e-4, lora_lr: float | Callable[[], float] = 1e-3, batch_size: int = 8, seed: int = 0,
               out: str | Path | None = None, strategies: Sequence[str] = (), n_train: int | None = None,
               n_test: int | None = 256, max_length: int = 256, first_token: bool = False,
-              variants: bool = False, cache_dtype: str = "fp32", progress: bool = True) -> SweepResult:
+              variants: bool = False, cache_dtype: str = "fp32", pricing: Device | None = None,
+              progress: bool = True) -> SweepResult:
     """Plan from the cache, then fine-tune each cut (and every variant's chosen cut with `variants`)
     and each baseline; writes sweep.json and sweep.png to `out` after every run.
 
     `steps` None means one epoch over the training examples. LoRA strategies use `lora_lr` (a
     callable is asked only when the first LoRA run starts, e.g. to pick it on validation data).
     The model `lm` is only used for caching and planning: every run trains a fresh copy loaded by name.
+    Modelled costs use the device constants `pricing` (default: this machine's, `cost.device_constants`).
     """
     from .strategies import resolve
 
@@ -260,7 +264,7 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "dense", st
         trace = prepared.train_cache.trace(prepared.train, calib_index)
     seq_len = round(float(np.mean([len(p) for p in prepared.train.prompts])))
     label_rows = None if prepared.train.label_ids is None else len(prepared.train.label_ids)
-    plans = variant_plans(lm, trace, seq_len, variants)
+    plans = variant_plans(lm, trace, seq_len, variants, pricing)
     chosen = plans[DEFAULT_VARIANT]
     if out is not None:
         chosen.save(out / "plan.json")
@@ -361,7 +365,7 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "dense", st
             strategy_plan = resolve(spec, model, task=task, calib=parts.calib, seed=seed, steps=steps,
                                     plan_path=plan_path, max_length=max_length)
             first_plan = strategy_plan(0) if callable(strategy_plan) else strategy_plan
-            priced = cost(lm, first_plan, seq_len, batch_size, label_rows=label_rows)
+            priced = cost(lm, first_plan, seq_len, batch_size, label_rows=label_rows, device=pricing)
             if spec.startswith("lora") and callable(lora_lr):
                 sweep.lora_lr = lora_lr()
             rate = sweep.lora_lr if spec.startswith("lora") else lr

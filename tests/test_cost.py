@@ -12,6 +12,7 @@ import transformers
 from freezelab.cost import (
     ADAMW_FLOPS,
     ADAMW_STREAMS,
+    ADAMW_TEMPS,
     FLOPS_ONLY,
     Device,
     Shape,
@@ -211,7 +212,7 @@ def test_device_constants_are_measured_once_and_stored(tmp_path, monkeypatch):
     again = device_constants("cpu", torch.float32)
     assert first == again and len(calls) == 1
     stored = json.loads((tmp_path / "devices.json").read_text())
-    assert stored[first.name] == {"flops": 2e10, "bandwidth": 3e9}
+    assert stored[first.name] == {"flops": 2e10, "bandwidth": 3e9, "fault": None}
     device_constants("cpu", torch.float32, refresh=True)
     assert len(calls) == 2
 
@@ -222,3 +223,22 @@ def test_calibration_measures_the_device():
     device = ledger_module.calibrate("cpu", torch.float32, budget=1.0)
     assert 1e8 < device.flops < 1e14 and 1e7 < device.bandwidth < 1e13
     assert device.name == ledger_module.device_key(torch.device("cpu"), torch.float32)
+
+
+def test_fresh_memory_pays_page_faults_on_a_cpu_only(llama, monkeypatch):
+    """Tensors of FRESH_MIN_BYTES or more allocated each step (dense embedding gradients, AdamW's
+    temporaries of large parameters) cost `fault` seconds per byte on top of the roofline."""
+    monkeypatch.setattr(ledger_module, "FRESH_MIN_BYTES", 0)  # every tensor counts as large
+    shape = Shape.of(llama)
+    cpu, gpu = Device("cpu", 1e10, 1e9, fault=1e8), Device("gpu", 1e10, 1e9)
+    full = ledger(shape, full_training(4), T, B, 5, device=cpu)
+    f = parts(full)
+    assert f["embedding gradient (dense V x d)"].fresh == 3 * shape.vocab * shape.hidden * 4  # tied: 3 tensors
+    assert f["AdamW"].fresh == ADAMW_TEMPS * (full.trainable_params - shape.final_norm_params) * 4  # blocks, embedding
+    fresh = sum(p.fresh for p in full.parts)
+    no_faults = ledger(shape, full_training(4), T, B, 5, device=gpu)
+    assert full.seconds - no_faults.seconds == pytest.approx(fresh / 1e8)
+    cut = parts(ledger(shape, cut_training(4, 2), T, B, 5, device=cpu))
+    assert "embedding gradient (dense V x d)" not in cut and 0 < cut["AdamW"].fresh < f["AdamW"].fresh
+    monkeypatch.setattr(ledger_module, "FRESH_MIN_BYTES", 2**40)  # nothing is large
+    assert sum(p.fresh for p in ledger(Shape.of(llama), full_training(4), T, B, 5, device=cpu).parts) == 0
