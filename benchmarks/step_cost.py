@@ -5,7 +5,8 @@ embeddings frozen), a plan (default: freeze the bottom half) recomputing its fro
 plan reading h_k from a latent cache (`cache.build_cache`, built outside every timing), LoRA in every
 block, LoRA inside the plan, and a LISA draw (2 random blocks). Goals: every measured step-time ratio
 to full FT within 10% of the ledger's (`freezelab.cost.cost`), and peak memory within 15% of its
-model. Timings interleave the strategies and report medians; peak memory comes from a separate
+model. Timings interleave the strategies (each timed step right after an untimed one of the same
+strategy, as in training) and report medians; peak memory comes from a separate
 process (see _common.PeakMemory).
 
     .venv/bin/python benchmarks/step_cost.py --json out.json
@@ -94,13 +95,16 @@ def measure_memory(base: LoadedModel, plans: dict[str, Plan], enc: Encoded, batc
 
 def measure_time(base: LoadedModel, plans: dict[str, Plan], enc: Encoded, batch: Batch,
                  reps: int) -> dict[str, list[float]]:
-    """Seconds of `reps` steps per strategy: one warm-up step each, then `reps` rounds in rotated orders."""
+    """Seconds of `reps` steps per strategy: one warm-up step each, then `reps` rounds in rotated
+    orders. In a round each strategy takes two steps and the second is timed: in training a step
+    follows a step of the same strategy, whose freed memory the next one reuses."""
     steps = {name: make_step(base, name, plans[name], enc, batch) for name in STRATEGIES}
     for step in steps.values():
         step()
     times: dict[str, list[float]] = {name: [] for name in STRATEGIES}
     for r in range(reps):
         for name in STRATEGIES[r % len(STRATEGIES):] + STRATEGIES[:r % len(STRATEGIES)]:
+            steps[name]()
             times[name].append(seconds(steps[name], base.device))
     return times
 
@@ -137,7 +141,7 @@ def main() -> None:
     k = cut_of(plans["plan"])
     print(f"{device_name(base.device)}; {base.summary()}")
     print(f"batch {args.batch} x {args.seq_len} random tokens, loss over {LABEL_ROWS} label rows, AdamW; "
-          f"median of {args.reps} interleaved steps after 1 warm-up")
+          f"median of {args.reps} interleaved rounds, each timing the second of two steps, after 1 warm-up")
     print(f"plan: blocks 1..{k} frozen, {k + 1}..{L} trained (cut {k})\n")
     print(f"{'strategy':<12} {'step s':>7} {'ledger s':>8} {'measured':>9} {'ledger':>7} {'off':>7} "
           f"{'peak MB':>8} {'model MB':>8} {'off':>7}")
