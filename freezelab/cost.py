@@ -18,8 +18,10 @@ Conventions (all from shapes, never from timings of the model):
   ADAMW_STREAMS tensors of that parameter's size through memory;
 - a trained embedding gets a dense V x d gradient; with a tied head, the head's gradient is a
   second dense V x d tensor added into the first;
-- a frozen block inside the backward graph (below a trained one) is counted as keeping what a
-  trained block keeps (it keeps less: the ledger over-counts LISA-like subsets' activations);
+- what a block keeps for backward depends on what it trains: a frozen block inside the backward
+  graph (below a trained one) keeps neither its projections' inputs nor its norms' normalised
+  outputs (only weight gradients need them); a LoRA block keeps the inputs (its adapters need
+  them) but not the norms' outputs;
 - tensors of at least FRESH_MIN_BYTES allocated anew every step are "fresh": on a CPU glibc maps
   them anew and returns them to the OS when freed, so each costs its page faults again
   (`Device.fault`): the dense embedding gradients and AdamW's temporaries of large parameters.
@@ -83,6 +85,26 @@ def _large(params: Iterable[torch.Tensor], dtype_bytes: int) -> int:
     return sum(p.numel() for p in params if p.numel() * dtype_bytes >= FRESH_MIN_BYTES)
 
 
+# projections that read the same tensor as another one (q_proj's, gate_proj's input)
+SHARED_INPUT = ("k_proj", "v_proj", "up_proj")
+
+
+def _weight_saves(block: nn.Module, config) -> tuple[int, int]:
+    """Elements per token of `_saved_per_token` that only weight gradients need: the distinct
+    inputs of the projections, and the normalised outputs of the norms (d per norm over d; queries
+    and keys with query/key norms). A frozen block in the backward graph keeps neither (autograd
+    hooks on the Llama and Gemma-3 test twins: within 20% of this count)."""
+    config = _text_config(config)
+    d = config.hidden_size
+    head_dim = getattr(config, "head_dim", None) or d // config.num_attention_heads
+    kv = (getattr(config, "num_key_value_heads", None) or config.num_attention_heads) * head_dim
+    norms = [m for m in block.modules() if "norm" in type(m).__name__.lower() and getattr(m, "weight", None) is not None]
+    qk_norm = any(m.weight.numel() == head_dim and head_dim != d for m in norms)
+    inputs = sum(_dims(m)[0] for n, m in _linears(block) if n.rsplit(".", 1)[-1] not in SHARED_INPUT)
+    outputs = d * sum(m.weight.numel() == d for m in norms) + (attention_width(config) + kv if qk_norm else 0)
+    return inputs, outputs
+
+
 def _saved_per_token(block: nn.Module, config) -> int:
     """Activation elements one block keeps for its backward, per token (counted on HF's Llama and
     Gemma-3 blocks with torch's saved-tensor hooks, within 2%): the input and output of every norm
@@ -114,6 +136,7 @@ class Shape:
     block_weights: tuple[int, ...]  # per block: weights of its projections (multiply-adds per token)
     block_params: tuple[int, ...]  # per block: every parameter (projections, norms, biases)
     block_saved: tuple[int, ...]  # per block: activation elements kept for backward, per token
+    block_weight_saves: tuple[tuple[int, int], ...]  # per block: of those, (projection inputs, norm outputs)
     block_large: tuple[int, ...]  # per block: elements of its parameters of FRESH_MIN_BYTES or more
     lora_widths: tuple[int, ...]  # per block: sum of in + out features of the projections LoRA adapts
     attention_width: int  # query heads * head dim
@@ -147,6 +170,7 @@ class Shape:
             block_params=tuple(sum(p.numel() for n, p in b.named_parameters() if "lora_" not in n)
                                for b in lm.blocks),
             block_saved=tuple(_saved_per_token(b, config) for b in lm.blocks),
+            block_weight_saves=tuple(_weight_saves(b, config) for b in lm.blocks),
             block_large=tuple(_large((p for n, p in b.named_parameters() if "lora_" not in n), dt)
                               for b in lm.blocks),
             lora_widths=tuple(sum(sum(_dims(m)) for n, m in _linears(b) if n.rsplit(".", 1)[-1] in targets)
@@ -166,7 +190,7 @@ class Shape:
         parameters to update): priced in FLOPs only, the ledger gives cut k the textbook ratio
         (L + 2 (L - k)) / 3L, and (L - k) / L with its prefix cached."""
         L = num_layers
-        return cls(L, 0, 0, (1,) * L, (0,) * L, (0,) * L, (0,) * L, (0,) * L, 0, 0, 0, 0, 0, True, 4)
+        return cls(L, 0, 0, (1,) * L, (0,) * L, (0,) * L, ((0, 0),) * L, (0,) * L, (0,) * L, 0, 0, 0, 0, 0, True, 4)
 
 
 @dataclass(frozen=True)
@@ -427,12 +451,20 @@ def ledger(shape: Shape, train: Training, seq_len: int, batch_size: int, label_r
     graph = range(low, L)
     W = np.asarray(shape.block_weights, dtype=float)
     saved = np.asarray(shape.block_saved, dtype=float)
+    inputs, norm_outputs = (np.asarray(x, dtype=float) for x in zip(*shape.block_weight_saves))
     lora = train.lora_rank is not None
     weight_trained = [] if lora else trained
     attn_fwd = 4.0 * batch_size * seq_len**2 * shape.attention_width  # QK^T and PV, per block
 
-    def act(blocks: Iterable[int]) -> float:
-        return sum(saved[i] for i in blocks) * tokens * dt
+    def kept(i: int) -> float:
+        """Elements per token block i keeps for backward (see the module docstring)."""
+        if i not in trained:
+            return saved[i] - inputs[i] - norm_outputs[i]
+        return saved[i] - norm_outputs[i] if lora else saved[i]
+
+    def act(blocks: Iterable[int], written: bool = False) -> float:
+        """Bytes the blocks keep for backward, or with `written` all they write in forward."""
+        return sum(saved[i] if written else kept(i) for i in blocks) * tokens * dt
 
     parts = []
     if cached and run.start > 0:
@@ -441,7 +473,7 @@ def ledger(shape: Shape, train: Training, seq_len: int, batch_size: int, label_r
         parts.append(Part("embedding lookup", 0.0, 2.0 * tokens * d * dt))
     parts += [
         Part("block matmuls forward", 2.0 * tokens * W[list(run)].sum(),
-             sum(W[i] for i in run) * dt + 2 * act(run)),
+             sum(W[i] for i in run) * dt + 2 * act(run, written=True)),
         Part("attention forward", attn_fwd * len(run), 0.0),
         Part("block matmuls backward (inputs)", 2.0 * tokens * W[list(graph)].sum(),
              sum(W[i] for i in graph) * dt + 2 * act(graph)),

@@ -124,14 +124,14 @@ def test_memory_terms_add_up(llama):
     assert ledger(shape, cut_training(4, 1), T, B, 5).memory.activations > cut.activations
 
 
-@pytest.mark.parametrize("fixture", ["llama", "gemma"])
-def test_saved_activations_match_autograd(request, fixture):
-    """The per-token count of saved activations matches what autograd keeps for one trained block."""
-    lm = request.getfixturevalue(fixture)
+def _saved_per_token(lm, trained: list[int]) -> float:
+    """Elements per token that autograd keeps for a step training blocks `trained` (0-based)."""
     ids = torch.randint(lm.vocab_size, (2, T))
     enc = Encoded(ids.tolist(), torch.tensor([1, 2]), torch.arange(5), torch.tensor([1, 2]))
     batch = collate(enc, range(2), 0)
-    freeze(lm, Plan.from_cut(lm.num_layers, lm.num_layers - 1))
+    L = lm.num_layers
+    plan = Plan(L, trained[0], [i for i in range(L) if i not in trained], trained, "manual", None, None, 1.0, 1.0, [])
+    freeze(lm, plan)
     weights = {p.untyped_storage().data_ptr() for p in lm.model.parameters()}
     saved = {}
 
@@ -144,8 +144,19 @@ def test_saved_activations_match_autograd(request, fixture):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         batch_loss(lm, enc, batch)
     lm.model.requires_grad_(False)
-    measured = sum(saved.values()) / 4 / (2 * T)  # elements per token
-    assert Shape.of(lm).block_saved[-1] == pytest.approx(measured, rel=0.08)
+    return sum(saved.values()) / 4 / (2 * T)
+
+
+@pytest.mark.parametrize("fixture", ["llama", "gemma"])
+def test_saved_activations_match_autograd(request, fixture):
+    """The per-token count of saved activations matches what autograd keeps for one trained block,
+    and what frozen blocks between two trained ones do not keep (weight gradients' inputs)."""
+    lm = request.getfixturevalue(fixture)
+    L, shape = lm.num_layers, Shape.of(lm)
+    assert shape.block_saved[-1] == pytest.approx(_saved_per_token(lm, [L - 1]), rel=0.08)
+    not_kept = _saved_per_token(lm, list(range(L))) - _saved_per_token(lm, [0, L - 1])
+    predicted = sum(sum(shape.block_weight_saves[i]) for i in range(1, L - 1))
+    assert predicted == pytest.approx(not_kept, rel=0.2) and not_kept > 0.25 * sum(shape.block_saved[1:-1])
 
 
 def test_nominal_curve_is_the_textbook_formula():
