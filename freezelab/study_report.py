@@ -114,9 +114,10 @@ def verdict_lines(summary: dict) -> list[str]:
                      f"against {ci(md)} for depth alone"
                      + (" (the method does not beat depth)." if ms["mean"] <= md["mean"] else "."))
         lines += [" ".join(parts), ""]
-    if summary["rules"]:
-        best = min(summary["rules"].items(), key=lambda kv: (kv[1]["cost_regret"], kv[1]["frontier_regret_acc"]))
-        lines.append(f"Over all pairs so far, the rule with the lowest mean cost regret was `{best[0]}` "
+    everywhere = {name: r for name, r in summary["rules"].items() if r["pairs"] == len(summary["rows"])}
+    if everywhere:  # a rule whose cut some grid lacks is not ranked against the others
+        best = min(everywhere.items(), key=lambda kv: (kv[1]["cost_regret"], kv[1]["frontier_regret_acc"]))
+        lines.append(f"Over all {len(summary['rows'])} pair(s) so far, the rule with the lowest mean cost regret was `{best[0]}` "
                      f"({best[1]['cost_regret']:.2f}, frontier regret {100 * best[1]['frontier_regret_acc']:.1f} "
                      f"accuracy points, mean cost {best[1]['cost']:.2f}).")
     return lines
