@@ -26,6 +26,9 @@ for unit in $UNITS; do
         continue
     fi
     IFS=: read -r data model seed <<< "$unit"
+    if grep -q '"complete": true' "$OUT/runs/$model/$data/seed$seed/sweep.json" 2>/dev/null; then
+        continue  # finished in an earlier session: no model load, cache or summary to redo
+    fi
     echo "== $(date -u +%FT%TZ) $model / $data / seed $seed"
     if $PY -m freezelab.study --scale full --out "$OUT" --models "$model" --datasets "$data" --seeds "$seed"; then
         commit "Study: $model on $data, seed $seed"
