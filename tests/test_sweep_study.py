@@ -140,6 +140,29 @@ def test_study_refuses_to_mix_runs_of_another_budget(tmp_path):
     assert json.loads((tmp_path / "scale.json").read_text())["n_train"] == 2  # left as it was
 
 
+def test_committed_cut_costs_come_from_the_pinned_pricing(smollm, bbc):
+    """Every modelled cost of the study is priced on scale.json's fixed constants, not on the day's
+    calibration: the ledger reproduces seed 0's stored cut costs of SmolLM2 x BBC News exactly."""
+    from pathlib import Path
+
+    from freezelab.cost import cut_cost_curve
+    from freezelab.encode import encode
+    from freezelab.study import SCALES, study_split
+
+    results = Path(__file__).parents[1] / "book" / "results"
+    scale = SCALES["full"]
+    assert tuple(json.loads((results / "scale.json").read_text())["pricing"]) == scale.pricing
+    parts, _ = study_split(bbc, scale, 0)
+    enc = encode(smollm.tokenizer, bbc, parts.train, scale.max_length)
+    seq_len = round(float(np.mean([len(p) for p in enc.prompts])))
+    ratio, cached = cut_cost_curve(smollm, seq_len, len(enc.label_ids), scale.batch_size, scale.device)
+    stored = json.loads((results / "runs" / "smollm2-135m" / "bbc-news" / "seed0" / "sweep.json").read_text())
+    cuts = [c["cut"] for c in stored["cuts"]]
+    assert len(cuts) >= 16
+    np.testing.assert_allclose([c["cost_ratio"] for c in stored["cuts"]], cached[cuts], rtol=1e-12)
+    np.testing.assert_allclose([c["cost_ratio_uncached"] for c in stored["cuts"]], ratio[cuts], rtol=1e-12)
+
+
 @pytest.mark.slow
 def test_study_at_ci_scale(tmp_path):
     study_main(["--scale", "ci", "--out", str(tmp_path)])
