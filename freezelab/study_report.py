@@ -160,6 +160,33 @@ def knee_lines(study: dict) -> list[str]:
     return lines
 
 
+def protocol_lines(study: dict) -> list[str]:
+    """The knee study's declared protocol (the method chapter's include), every constant read from
+    the summary's `knee_study` block, which records `knee_study`'s module constants."""
+    pair = " x ".join
+    shares = sorted({float(name.split("/")[0].rsplit("-", 1)[1]) for name in study["families"]["knee"]})
+    lenses = [name.split("/")[1] for name in study["families"]["lens"]]
+    points = f"{100 * study['max_frontier_raise']:g} accuracy points"
+    return [
+        "- **Development.** Every option runs in every sweep of the study ($q \\in \\{"
+        + ", ".join(f"{q:g}" for q in shares) + "\\}$ for both knee rules, through the default lens; "
+        f"argmax-excess through the {len(lenses)} other lenses, " + ", ".join(f"`{x}`" for x in lenses) + "). "
+        f"On **one** model x data set, {pair(study['dev_pair'])}, each family keeps the option whose cut lands "
+        "nearest the realised knee (least mean |knee distance| over its seeds, ties to the cheaper cut). "
+        "A **depth-only rule**, \"train the top share $s$ of the blocks\", gets its $s$ the same way, from every "
+        "cut of the grid. Then all choices are frozen; every other model x data set is held out ("
+        + "; ".join(pair(p) for p in study["held_out_expected"]) + ").",
+        f"- **Decision.** A candidate becomes the default only if, on the held-out pairs, (a) it lowers the "
+        f"cost regret against `{study['default']}` with an interval above zero on at least {study['min_pairs']} "
+        f"of them, (b) its frontier regret exceeds the default's by at most {points} on every one, and (c) its "
+        "mean cost regret over them is lower than top-25%'s and the depth-only rule's, with a mean frontier "
+        f"regret no higher, and (d) its mean oracle gap over them exceeds the default's by at most {points} "
+        "(cost and frontier regret alone would reward a rule that always picks the cheapest, worst cut). "
+        "The decision waits until every held-out pair has all its seeds; the results chapter reports the "
+        "outcome either way (`freezelab.knee_study`).",
+    ]
+
+
 def knee_table(study: dict) -> list[str]:
     """Per held-out pair, each frozen rule's metrics and its paired difference from the default."""
     if not study.get("held_out"):
@@ -201,6 +228,7 @@ def write_report(out: Path, summary: dict, grouped: dict, stored: dict) -> None:
             figure_lr(row, Path(f"{stem}_lr.png"))
             lines += [f"![{row['model']} on {row['dataset']}: the grid at three learning rates]({stem}_lr.png)", ""]
     (out / "summary.md").write_text("\n".join(lines))
+    (out / "protocol.md").write_text("\n".join(protocol_lines(summary["knee_study"])) + "\n")
     (out / "verdict.md").write_text("\n".join(verdict_lines(summary) + [""] + knee_lines(summary["knee_study"])) + "\n")
 
 
