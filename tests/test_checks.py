@@ -436,10 +436,17 @@ def test_defence_check_reads_the_saved_notebook(tmp_path, monkeypatch, capsys):
         checks.check_defence(tmp_path / "missing.ipynb")
 
 
-def test_the_sample_defence_on_the_book_page_passes():
+def test_the_sample_defence_on_the_book_page_is_the_notebook_s_and_passes():
+    """The page quotes its numbers through the book's substitutions (from the reference trace): filled in,
+    they give the solution notebook's defence word for word, and the grader accepts it."""
+    book_ext = load_script(REPO / "book" / "_ext" / "freezelab_book.py", "freezelab_book")
+    values = book_ext.reference_substitutions()
     page = (PAGES / "budget_plan.md").read_text(encoding="utf-8")
-    quoted = re.search(r"A sample defence.*?\n\n((?:> .*\n)+)", page, re.S).group(1)
-    checks.check_defence(text=" ".join(line[2:] for line in quoted.splitlines()))
+    quoted = re.search(r"A sample defence.*?\n\n((?:> [^\n]*\n)+)", page, re.S).group(1)
+    text = re.sub(r"\{\{ (\w+) \}\}", lambda m: values[m.group(1)], " ".join(line[2:] for line in quoted.splitlines()))
+    notebook = re.sub(r"<!--.*?-->", "", _sample_defence())
+    assert text.split() == notebook.split()
+    checks.check_defence(text=text)
 
 
 # Each careless answer leaves out (or gets wrong) one piece of the evidence the defence must quote.
@@ -451,7 +458,8 @@ SAMPLE_CUTS = [
     ("no R^2", "R^2 = 0.48", "its R\\^2"),
     ("wrong R^2", "R^2 = 0.48", "its R\\^2"),
     ("no caching", "cached", "what caching the frozen prefix changes"),
-    ("no oracle cost", "which costs 0.511", "the oracle plan"),
+    ("no cached cost", "cost 0.467,", "what caching the frozen prefix changes"),
+    ("no cached cut", "cut 16", "what caching the frozen prefix changes"),
 ]
 
 

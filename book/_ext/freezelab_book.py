@@ -57,10 +57,10 @@ def reference_substitutions() -> dict[str, str]:
     """The reference trace's numbers as MyST substitutions, formatted as the book quotes them."""
     import warnings
 
-    from freezelab.classroom.checks import reference_trace
+    from freezelab.classroom.checks import DEFENCE_BUDGET, _budget_cases, reference_trace
     from freezelab.gains import layer_gains
     from freezelab.law import fit_scaling_law
-    from freezelab.plan import plan
+    from freezelab.plan import default_cost_curve, plan
 
     ref = reference_trace()
     d, law, L = ref["deviation"], ref["law"], ref["num_layers"]
@@ -70,6 +70,13 @@ def reference_substitutions() -> dict[str, str]:
         raw = plan(layer_gains(d, fit_scaling_law(d)), rule="argmax-raw").chosen_layer
         emb = fit_scaling_law(d, include_embedding=True, min_r2=0)
         emb_chosen = plan(layer_gains(d, emb)).chosen_layer
+        gains = layer_gains(d, fit_scaling_law(d))
+    # assignment 3: the budget rule on the reference gains, with and without the cached prefix
+    curve = default_cost_curve(L)
+    budget = {cached: plan(gains, rule="budget", budget=DEFENCE_BUDGET, cost_curve=curve, cached=cached)
+              for cached in (False, True)}
+    b, bc, star = budget[False].chosen_layer, budget[True].chosen_layer, plan(gains)
+    benefit = [c.benefit for c in star.curve]
     return {
         "ref_raw_chosen": str(raw), "ref_raw_before": f"{d[raw - 1]:.2f}", "ref_raw_after": f"{d[raw]:.2f}",
         "ref_raw_step": f"{d[raw - 1] - d[raw]:.2f}", "ref_emb_E": f"{emb.E:.2f}", "ref_emb_A": f"{emb.A:.1f}",
@@ -85,6 +92,13 @@ def reference_substitutions() -> dict[str, str]:
         "ref_alpha": f"{law['alpha']:.2f}", "ref_chosen": str(k), "ref_first_trained": str(k + 1),
         "ref_trained": str(L - k), "ref_with_embedding_raw": str(ref["argmax_with_embedding"]["raw"]),
         "ref_with_embedding_excess": str(ref["argmax_with_embedding"]["excess"]),
+        "ref_budget": f"{DEFENCE_BUDGET:g}", "ref_budget_cases": str(len(_budget_cases())),
+        "ref_budget_cut": str(b), "ref_budget_first": str(b + 1), "ref_budget_trained": str(L - b),
+        "ref_budget_cost": f"{curve[0][b]:.3f}", "ref_budget_benefit": f"{benefit[b]:.2f}",
+        "ref_star_cost": f"{curve[0][k]:.3f}", "ref_star_benefit": f"{benefit[k]:.2f}",
+        "ref_total_benefit": f"{benefit[0]:.2f}", "ref_between_benefit": f"{benefit[k] - benefit[b]:.2f}",
+        "ref_cached_cut": str(bc), "ref_cached_first": str(bc + 1), "ref_cached_trained": str(L - bc),
+        "ref_cached_cost": f"{curve[1][bc]:.3f}", "ref_cached_benefit": f"{benefit[bc]:.2f}",
     }
 
 

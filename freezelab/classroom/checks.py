@@ -826,6 +826,9 @@ def _cut_named(text: str, k: int) -> bool:
     return any(d == 0 and v == k for v, d in _numbers(text))
 
 
+DEFENCE_BUDGET = 0.5  # assignment 3's budget, a share of full fine-tuning's cost
+
+
 def _defence_evidence(budget: float) -> list[tuple[str, Callable[[str], bool]]]:
     """What a defence of the budget plan must state, from freezelab's plan on the SmolLM2/BBC trace.
 
@@ -837,10 +840,10 @@ def _defence_evidence(budget: float) -> list[tuple[str, Callable[[str], bool]]]:
 
     law = _quiet_fit(SMOLLM2_BBC_TRACE)
     gains = layer_gains(SMOLLM2_BBC_TRACE, law)
-    L = gains.excess.size
-    ratio, cached = default_cost_curve(L)
+    ratio, cached = default_cost_curve(gains.excess.size)
     benefit = np.array([c.benefit for c in benefit_curve(gains)])
     k = plan(gains, rule="budget", budget=budget, cost_curve=(ratio, cached)).chosen_layer
+    kc = plan(gains, rule="budget", budget=budget, cost_curve=(ratio, cached), cached=True).chosen_layer
     star = plan(gains).chosen_layer
     return [  # the values themselves are not in the feedback: Part C prints them
         ("your cut and its cost ratio", lambda t: _cut_named(t, k) and _says(t, ratio[k], 2)),
@@ -849,16 +852,17 @@ def _defence_evidence(budget: float) -> list[tuple[str, Callable[[str], bool]]]:
          lambda t: _says(t, benefit[k], 1) and _says(t, benefit[star], 1)),
         ("how far the law fits the trace: its R^2",  # the value right after "R^2", not any number (0.5 budget)
          lambda t: any(_says(t[m.end():m.end() + 40], law.r2, 1) for m in re.finditer(r"R\s*(\^\s*2|²|2\b)", t))),
-        ("whether the oracle plan (the top 8 blocks) fits the budget: its cost ratio, and what caching the "
-         "frozen prefix changes", lambda t: _says(t, ratio[L - 8], 2) and bool(re.search(r"cach", t, re.I))),
+        ("what caching the frozen prefix changes: the cut the budget buys with the prefix cached, and its cached "
+         "cost ratio", lambda t: _cut_named(t, kc) and _says(t, cached[kc], 2) and bool(re.search(r"cach", t, re.I))),
     ]
 
 
-def check_defence(notebook: str | os.PathLike | None = None, *, text: str | None = None, budget: float = 0.5,
+def check_defence(notebook: str | os.PathLike | None = None, *, text: str | None = None, budget: float = DEFENCE_BUDGET,
                   tag: str = "defence") -> None:
     """Check that the written defence states the evidence the assignment asks for (its argument is graded by a
     person): the chosen cut and its cost, the argmax plan and its cost, both predicted benefits, the law's R^2,
-    and the oracle plan's cost with a word on caching, each number as the notebook prints it.
+    and the cut the budget buys with the frozen prefix cached, with its cached cost, each number as the notebook
+    prints it.
 
     Reads the markdown cell tagged `tag` (or starting with ``<!-- defence -->``) from the SAVED notebook file
     `notebook` (default: the notebook of this Jupyter session); `text` checks a string instead.
