@@ -31,6 +31,7 @@ from scipy.stats import spearmanr
 ACC_TOLERANCE = 0.01  # "within 1 accuracy point"
 KNEE_SHARE = 0.95
 N_BOOT = 1000
+CI = (2.5, 97.5)  # percentiles of the bootstrap: a 95% interval
 TRIVIAL_RULES = {  # cut k of L blocks chosen without looking at the trace
     "top25": lambda L: L - max(1, L // 4),
     "half": lambda L: L // 2,
@@ -75,7 +76,7 @@ class Grid:
         point = self.value(fn)
         rng = np.random.default_rng(seed)
         boots = [self.value(fn, rng.integers(0, self.n, self.n)) for _ in range(n_boot)]
-        lo, hi = np.percentile(boots, [2.5, 97.5])
+        lo, hi = np.percentile(boots, CI)
         return {"mean": point, "lo": float(lo), "hi": float(hi)}
 
     # --- the metrics of one rule (its cut per seed) ---------------------------------------------
@@ -220,7 +221,7 @@ def paired(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) ->
     diff = (a - b).mean(0)  # seeds share the test examples: average them first, resample examples
     rng = np.random.default_rng(seed)
     boots = [diff[rng.integers(0, diff.size, diff.size)].mean() for _ in range(n_boot)]
-    lo, hi = np.percentile(boots, [2.5, 97.5]) if n_boot else (np.nan, np.nan)
+    lo, hi = np.percentile(boots, CI) if n_boot else (np.nan, np.nan)
     return {"mean": float(diff.mean()), "lo": float(lo), "hi": float(hi)}
 
 
@@ -256,6 +257,15 @@ def load_sweeps(out: Path) -> dict[tuple[str, str], list[dict]]:
     return grouped
 
 
+def protocol() -> dict:
+    """The study's fixed constants, recorded beside its results (the book quotes them from here)."""
+    from .sweep import DENSE_ALL_UP_TO, DENSE_STRIDE, LENS_VARIANTS, RULE_VARIANTS
+
+    return {"acc_tolerance": ACC_TOLERANCE, "knee_share": KNEE_SHARE, "ci_percentiles": list(CI),
+            "n_boot": N_BOOT, "dense_all_up_to": DENSE_ALL_UP_TO, "dense_stride": DENSE_STRIDE,
+            "budgets": [b for _, b in RULE_VARIANTS.values() if b is not None], "lenses": list(LENS_VARIANTS)}
+
+
 def collect(out: Path, scale_name: str, scale, n_boot: int = N_BOOT) -> dict:
     """Summarise every sweep stored under `out`: summary.json, summary.md and figures."""
     from .study_report import write_report
@@ -271,7 +281,8 @@ def collect(out: Path, scale_name: str, scale, n_boot: int = N_BOOT) -> dict:
     expected = [(m, d) for d in scale.datasets for m in scale.models]
     seeds_of = {(m, d): len(scale.seeds_for(d)) for m, d in expected}
     complete = {pair: sweeps for pair, sweeps in grouped.items() if all(s["complete"] for s in sweeps)}
-    summary = {"scale": scale_name, "budget": asdict(scale), "rows": rows, "rules": leaderboard(rows),
+    summary = {"scale": scale_name, "budget": asdict(scale), "protocol": protocol(), "rows": rows,
+               "rules": leaderboard(rows),
                "knee_study": knee_study(complete, expected, seeds_of, n_boot)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     write_report(out, summary, grouped, stored)

@@ -47,6 +47,7 @@ RULE_VARIANTS = {"argmax-excess": ("argmax-excess", None), "argmax-raw": ("argma
 # the knee study's candidates (share kept in {0.5, 0.7, 0.9}), through the default lens only
 CANDIDATES = {f"{rule}-{share}": (rule, share) for rule in ("knee", "knee-gain") for share in (0.5, 0.7, 0.9)}
 DEFAULT_VARIANT = "argmax-excess/logit-labels"
+DENSE_ALL_UP_TO, DENSE_STRIDE = 18, 2  # `dense` cuts: all for L <= 18 blocks, every second otherwise
 
 
 @dataclass
@@ -106,7 +107,7 @@ def parse_cuts(spec: str, num_layers: int, chosen: Sequence[int] = ()) -> list[i
     `dense` (all for L <= 18 blocks, every second otherwise); always with 0 and the `chosen` cuts."""
     L = num_layers
     if spec == "dense":
-        spec = "all" if L <= 18 else "every:2"
+        spec = "all" if L <= DENSE_ALL_UP_TO else f"every:{DENSE_STRIDE}"
     head, _, n = spec.partition(":")
     if spec == "all":
         cuts = list(range(L))

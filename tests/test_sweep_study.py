@@ -190,6 +190,11 @@ def test_study_at_ci_scale(tmp_path):
     assert "## smollm2-135m on movie-polarity" in text and "| semantic-plan |" in text
     assert (tmp_path / "smollm2-135m_movie-polarity_retrace.png").exists()
     assert "smollm2-135m on movie-polarity" in (tmp_path / "verdict.md").read_text()
+    # the protocol the book quotes is the one the metrics ran with
+    from freezelab.results import ACC_TOLERANCE, KNEE_SHARE
+
+    assert summary["protocol"]["acc_tolerance"] == ACC_TOLERANCE and summary["protocol"]["knee_share"] == KNEE_SHARE
+    assert "at least 3 of them" in (tmp_path / "protocol.md").read_text()  # knee_study.MIN_PAIRS
 
 
 def _knee_pair(model, dataset, acc, loss, knee_cut, seeds=(0,)):

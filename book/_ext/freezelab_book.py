@@ -15,7 +15,8 @@ It also keeps the book readable offline and its numbers in one place:
   copied from the folder ``book/build.py`` extracts from their npm packages (``FREEZELAB_BOOK_WIDGETS``);
 - the canonical reference trace (``freezelab/smollm2_bbc.json``, package data that the assignments'
   graders read too, written by ``reference/make_reference.py``) becomes MyST substitutions (``{{ ref_chosen }}``, ...) that
-  the method page and the chapters quote instead of typed numbers.
+  the method page and the chapters quote instead of typed numbers; so do the oracle study's protocol constants,
+  from ``book/results/summary.json`` (``{{ study_knee_pct }}``, ...).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def reference_substitutions() -> dict[str, str]:
     budget = {cached: plan(gains, rule="budget", budget=DEFENCE_BUDGET, cost_curve=curve, cached=cached)
               for cached in (False, True)}
     b, bc, star = budget[False].chosen_layer, budget[True].chosen_layer, plan(gains)
+    second = max((i for i in range(2, L) if i != k), key=lambda i: gains.excess[i - 1])  # the rule's runner-up
     benefit = [c.benefit for c in star.curve]
     return {
         "ref_raw_chosen": str(raw), "ref_raw_before": f"{d[raw - 1]:.2f}", "ref_raw_after": f"{d[raw]:.2f}",
@@ -92,6 +94,9 @@ def reference_substitutions() -> dict[str, str]:
         "ref_alpha": f"{law['alpha']:.2f}", "ref_chosen": str(k), "ref_first_trained": str(k + 1),
         "ref_trained": str(L - k), "ref_with_embedding_raw": str(ref["argmax_with_embedding"]["raw"]),
         "ref_with_embedding_excess": str(ref["argmax_with_embedding"]["excess"]),
+        "ref_top_excess": f"{gains.excess[k - 1]:.2f}", "ref_second": str(second),
+        "ref_second_excess": f"{gains.excess[second - 1]:.2f}",
+        "ref_excess_low": f"{gains.excess.min():.2f}", "ref_excess_high": f"{gains.excess.max():.2f}",
         "ref_budget": f"{DEFENCE_BUDGET:g}", "ref_budget_cases": str(len(_budget_cases())),
         "ref_budget_cut": str(b), "ref_budget_first": str(b + 1), "ref_budget_trained": str(L - b),
         "ref_budget_cost": f"{curve[0][b]:.3f}", "ref_budget_benefit": f"{benefit[b]:.2f}",
@@ -100,6 +105,29 @@ def reference_substitutions() -> dict[str, str]:
         "ref_cached_cut": str(bc), "ref_cached_first": str(bc + 1), "ref_cached_trained": str(L - bc),
         "ref_cached_cost": f"{curve[1][bc]:.3f}", "ref_cached_benefit": f"{benefit[bc]:.2f}",
     }
+
+
+STUDY_SUMMARY = Path(__file__).resolve().parents[1] / "results" / "summary.json"
+
+
+def _listed(values) -> str:
+    values = [f"{v:g}" for v in values]
+    return ", ".join(values[:-1]) + f" and {values[-1]}" if len(values) > 1 else values[0]
+
+
+def study_substitutions() -> dict[str, str]:
+    """The oracle study's protocol constants, from its committed summary (``freezelab.results.protocol``)."""
+    import json
+
+    summary = json.loads(STUDY_SUMMARY.read_text())
+    p = summary["protocol"]
+    lo, hi = p["ci_percentiles"]
+    blocks = dict(spec.split(":") for spec in summary["budget"]["strategies"] if ":" in spec)  # gradnorm:8
+    return {"study_acc_points": f"{100 * p['acc_tolerance']:g}", "study_knee_pct": f"{100 * p['knee_share']:g}",
+            "study_ci_pct": f"{hi - lo:g}", "study_n_boot": str(p["n_boot"]),
+            "study_dense_all": str(p["dense_all_up_to"]), "study_dense_stride": str(p["dense_stride"]),
+            "study_budgets": _listed(p["budgets"]), "study_gradnorm_blocks": blocks["gradnorm"],
+            "study_lisa_blocks": blocks["lisa"]}
 
 
 def _configure(app, config) -> None:
@@ -124,7 +152,8 @@ def _configure(app, config) -> None:
     if student:
         config.html_copy_source = False
         config.html_theme_options = {**config.html_theme_options, "use_download_button": False}
-    config.myst_substitutions = {**reference_substitutions(), **(config.myst_substitutions or {})}
+    config.myst_substitutions = {**reference_substitutions(), **study_substitutions(),
+                                 **(config.myst_substitutions or {})}
 
 
 def _copy_scripts(app, exception) -> None:
