@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .results import N_BOOT, Grid, rule_cuts
+from .results import N_BOOT, Grid, compare, rule_cuts
 from .sweep import CANDIDATES, DEFAULT_VARIANT, LENS_VARIANTS
 
 DEV_PAIR = ("smollm2-135m", "bbc-news")
@@ -73,21 +73,6 @@ def develop(sweeps: Sequence[dict]) -> dict:
     return out
 
 
-def compare(grid: Grid, cuts: Sequence[int], default: Sequence[int], n_boot: int = N_BOOT) -> dict:
-    """A rule's metrics on one pair, and its paired differences from the default rule:
-    `delta_cost_regret` = default's minus this rule's (> 0: cheaper for the same accuracy),
-    `delta_frontier_regret_acc` = this rule's minus the default's (> 0: worse)."""
-    cr, cr0 = grid.cost_regret(cuts), grid.cost_regret(default)
-    fr, fr0 = grid.frontier(cuts, "acc"), grid.frontier(default, "acc")
-    gap, gap0 = grid.oracle_gap(cuts), grid.oracle_gap(default)
-    return {"cuts": list(cuts), "cost": float(np.mean([grid.cost[k] for k in cuts])),
-            "cost_regret": grid.stat(cr, n_boot), "frontier_regret_acc": grid.stat(fr, n_boot),
-            "oracle_gap": grid.stat(gap, n_boot), "knee_distance": grid.stat(grid.knee_distance(cuts), n_boot),
-            "delta_cost_regret": grid.stat(lambda *a: cr0(*a) - cr(*a), n_boot),
-            "delta_frontier_regret_acc": grid.stat(lambda *a: fr(*a) - fr0(*a), n_boot),
-            "delta_oracle_gap": grid.stat(lambda *a: gap(*a) - gap0(*a), n_boot)}
-
-
 def held_out(sweeps: Sequence[dict], dev: dict, n_boot: int = N_BOOT) -> dict:
     """Every frozen candidate, the depth-only rule and top-25% on one held-out pair."""
     grid = Grid(sweeps)
@@ -101,7 +86,7 @@ def held_out(sweeps: Sequence[dict], dev: dict, n_boot: int = N_BOOT) -> dict:
 
 
 def verdict(pairs: Sequence[dict], name: str, final: bool) -> dict:
-    """The default-change criteria (a)-(c) for candidate `name` over the held-out `pairs`."""
+    """The default-change criteria (a)-(d), each met or not, for candidate `name` over the held-out `pairs`."""
     have = [p["rules"] for p in pairs if name in p["rules"]]
     mean = {rule: {key: float(np.mean([r[rule][key]["mean"] for r in have if rule in r]))
                    for key in ("cost_regret", "frontier_regret_acc")} for rule in (name, DEPTH, "top25")}
@@ -110,10 +95,11 @@ def verdict(pairs: Sequence[dict], name: str, final: bool) -> dict:
     gap = float(np.mean([r[name]["delta_oracle_gap"]["mean"] for r in have])) if have else float("nan")
     beats = {base: mean[name]["cost_regret"] < mean[base]["cost_regret"]
              and mean[name]["frontier_regret_acc"] <= mean[base]["frontier_regret_acc"] for base in (DEPTH, "top25")}
-    meets = (lower >= MIN_PAIRS and worst <= MAX_FRONTIER_RAISE and all(beats.values())
-             and gap <= MAX_FRONTIER_RAISE)
+    criteria = {"a": bool(lower >= MIN_PAIRS), "b": bool(worst <= MAX_FRONTIER_RAISE), "c": all(beats.values()),
+                "d": bool(gap <= MAX_FRONTIER_RAISE)}
+    meets = all(criteria.values())
     return {"pairs": len(have), "pairs_lower_cost_regret": int(lower), "worst_frontier_raise": worst,
-            "mean_oracle_gap_raise": gap, "mean": mean, "beats": beats, "meets": bool(meets),
+            "mean_oracle_gap_raise": gap, "mean": mean, "beats": beats, "criteria": criteria, "meets": bool(meets),
             "decision": ("becomes the default" if meets else "fails") if final else "pending"}
 
 

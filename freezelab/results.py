@@ -130,6 +130,21 @@ class Grid:
         return fn
 
 
+def compare(grid: Grid, cuts: Sequence[int], default: Sequence[int], n_boot: int = N_BOOT) -> dict:
+    """A rule's metrics on one pair, and its paired differences from the rule whose cuts are `default`:
+    `delta_cost_regret` = default's minus this rule's (> 0: cheaper for the same accuracy),
+    `delta_frontier_regret_acc` = this rule's minus the default's (> 0: worse)."""
+    cr, cr0 = grid.cost_regret(cuts), grid.cost_regret(default)
+    fr, fr0 = grid.frontier(cuts, "acc"), grid.frontier(default, "acc")
+    gap, gap0 = grid.oracle_gap(cuts), grid.oracle_gap(default)
+    return {"cuts": list(cuts), "cost": float(np.mean([grid.cost[k] for k in cuts])),
+            "cost_regret": grid.stat(cr, n_boot), "frontier_regret_acc": grid.stat(fr, n_boot),
+            "oracle_gap": grid.stat(gap, n_boot), "knee_distance": grid.stat(grid.knee_distance(cuts), n_boot),
+            "delta_cost_regret": grid.stat(lambda *a: cr0(*a) - cr(*a), n_boot),
+            "delta_frontier_regret_acc": grid.stat(lambda *a: fr(*a) - fr0(*a), n_boot),
+            "delta_oracle_gap": grid.stat(lambda *a: gap(*a) - gap0(*a), n_boot)}
+
+
 def rule_cuts(sweeps: Sequence[dict], L: int) -> dict[str, list[int]]:
     """The cut per seed of every rule x lens variant and every trivial rule."""
     names = sorted(set.intersection(*(set(s["variants"]) for s in sweeps)))
@@ -192,6 +207,7 @@ def summarise_pair(sweeps: Sequence[dict], n_boot: int = N_BOOT) -> dict:
         "benefit_spearman": [s["spearman"] for s in sweeps],
         "law": [{k: s["law"][k] for k in ("E", "A", "alpha", "r2", "at_bound") if k in s["law"]} for s in sweeps],
         "rules": rules, "strategies": strategies, "speed": speed, "retrace": retrace(sweeps),
+        "top25_vs_plan": compare(grid, rules["top25"]["cuts"], chosen, n_boot) if "top25" in rules else None,
         "speed_goal_met": int(sum(x["ratio_to_full"] <= x["goal"] for x in speed if x["cut"] > 0)),
         "speed_goal_of": int(sum(1 for x in speed if x["cut"] > 0)),
     }
@@ -281,7 +297,11 @@ def collect(out: Path, scale_name: str, scale, n_boot: int = N_BOOT) -> dict:
     expected = [(m, d) for d in scale.datasets for m in scale.models]
     seeds_of = {(m, d): len(scale.seeds_for(d)) for m, d in expected}
     complete = {pair: sweeps for pair, sweeps in grouped.items() if all(s["complete"] for s in sweeps)}
-    summary = {"scale": scale_name, "budget": asdict(scale), "protocol": protocol(), "rows": rows,
+    done = {(m, d, s["seed"]) for (m, d), sweeps in stored.items() for s in sweeps if s["complete"]}
+    planned = [(m, d, seed) for m, d in expected for seed in scale.seeds_for(d)]
+    status = {"planned": len(planned), "complete": len(done),
+              "missing": [list(unit) for unit in planned if unit not in done]}
+    summary = {"scale": scale_name, "budget": asdict(scale), "protocol": protocol(), "status": status, "rows": rows,
                "rules": leaderboard(rows),
                "knee_study": knee_study(complete, expected, seeds_of, n_boot)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

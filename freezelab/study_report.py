@@ -14,20 +14,45 @@ import numpy as np
 
 def ci(x: dict, scale: float = 1.0, digits: int = 2) -> str:
     """'mean [lo, hi]' of a {mean, lo, hi} dict."""
-    f = f"{{:.{digits}f}}"
-    return f"{f.format(x['mean'] * scale)} [{f.format(x['lo'] * scale)}, {f.format(x['hi'] * scale)}]"
+    def f(v: float) -> str:
+        text = f"{v * scale:.{digits}f}"
+        return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.00"
+    return f"{f(x['mean'])} [{f(x['lo'])}, {f(x['hi'])}]"
 
 
 def _rho(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}"
 
 
-def status_lines(grouped: dict) -> list[str]:
-    lines = ["| model | data set | seeds stored | complete | runs stored per seed |", "| --- | --- | --- | --- | --- |"]
-    for (model, dataset), sweeps in grouped.items():
-        runs = [len(s["cuts"]) + len(s["strategies"]) - ("semantic-plan" in s["strategies"]) for s in sweeps]
-        lines.append(f"| {model} | {dataset} | {[s['seed'] for s in sweeps]} | "
-                     f"{'yes' if all(s['complete'] for s in sweeps) else 'no'} | {runs} |")
+def _n(count: int, word: str) -> str:
+    """'1 seed', '3 seeds'."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def model_name(model: str) -> str:
+    """The registry's name of an offline model and what it is: 'SmolLM2-135M-Instruct (dequantised Q4 GGUF)'."""
+    from .models import OFFLINE_MODELS
+
+    known = OFFLINE_MODELS.get(model)
+    return f"{known.description.split(' (')[0]} (dequantised Q4 GGUF)" if known else model
+
+
+def _per_seed(values: Sequence) -> str:
+    """One seed's value as is, several as a list."""
+    return f"{values[0]}" if len(values) == 1 else f"{list(values)} (per seed)"
+
+
+def status_lines(stored: dict, status: dict) -> list[str]:
+    """Every planned model x data set: seeds complete of planned, and runs stored per seed."""
+    pairs = list(dict.fromkeys([tuple(p[:2]) for p in status["missing"]] + list(stored)))
+    missing = [tuple(u) for u in status["missing"]]
+    lines = ["| model | data set | seeds complete / planned | runs stored per seed |", "| --- | --- | --- | --- |"]
+    for model, dataset in pairs:
+        sweeps = stored.get((model, dataset), [])
+        done = [s["seed"] for s in sweeps if s["complete"]]
+        planned = len(done) + sum(1 for u in missing if u[:2] == (model, dataset))
+        runs = {s["seed"]: len(s["cuts"]) + len(s["strategies"]) - ("semantic-plan" in s["strategies"]) for s in sweeps}
+        lines.append(f"| {model} | {dataset} | {len(done)} / {planned} {done if done else ''} | {runs or 'none yet'} |")
     return lines
 
 
@@ -35,7 +60,8 @@ def row_tables(row: dict) -> list[str]:
     name = f"{row['model']} on {row['dataset']}"
     stem = f"{row['model']}_{row['dataset']}"
     lines = [f"## {name}", "",
-             f"{len(row['seeds'])} seed(s) {row['seeds']}{'' if row['complete'] else ' (partial: some runs still to come)'}; "
+             f"{model_name(row['model'])}; {_n(len(row['seeds']), 'seed')} {row['seeds']}"
+             f"{'' if row['complete'] else ' (partial: some runs still to come)'}; "
              f"a data set of {row['n_examples']} examples; {row['n_train']} training examples, one epoch of {row['steps']} steps of batch {row['batch_size']}; "
              f"block lr {row['lr']:g}, LoRA lr {row['lora_lr']:g} (picked on validation data); "
              f"{row['n_test']} test examples; grid of {len(row['grid'])} cuts.", "",
@@ -88,38 +114,80 @@ def budget_lines(budget: dict) -> list[str]:
             f"models {', '.join(budget['models'])}; data sets {', '.join(budget['datasets'])}.", ""]
 
 
+def _interval_says(x: dict, above: str, below: str, neither: str) -> str:
+    """Which side of zero a {mean, lo, hi} interval lies on."""
+    return above if x["lo"] > 0 else below if x["hi"] < 0 else neither
+
+
+def top25_outcome(vs: dict) -> str:
+    """top25's paired differences from the plan (`results.compare`), each read from its interval."""
+    metrics = [("cost regret", vs["delta_cost_regret"], 1, 2, "saved"),
+               ("frontier regret", vs["delta_frontier_regret_acc"], -100, 1, "added, in points"),
+               ("oracle gap", vs["delta_oracle_gap"], -100, 1, "added, in points")]
+    said, verdicts = [], {}
+    for metric, delta, sign, digits, unit in metrics:
+        ends = sorted((sign * delta["lo"], sign * delta["hi"]))  # > 0: top25 better
+        better = _interval_says({"lo": ends[0], "hi": ends[1]}, "better", "worse", "no detectable difference")
+        verdicts.setdefault(better, []).append(metric)
+        said.append(f"{metric} {ci(delta, abs(sign), digits)} {unit} ({better})")
+    if set(verdicts) == {"better"}:
+        overall = "better than the plan on all three"
+    elif set(verdicts) == {"worse"}:
+        overall = "worse than the plan on all three"
+    elif set(verdicts) == {"no detectable difference"}:
+        overall = "not detectably different from the plan"
+    else:
+        overall = "mixed: " + "; ".join(f"{v} on {', '.join(m)}" for v, m in verdicts.items())
+    return "; ".join(said) + f": {overall}"
+
+
+def status_sentence(status: dict) -> str:
+    done, planned = status["complete"], status["planned"]
+    text = f"**Status: {done} of {planned} planned sweeps (model x data set x seed) are complete"
+    if done == planned:
+        return text + ".**"
+    left = "; ".join(f"{m} x {d} seed {seed}" for m, d, seed in status["missing"])
+    return (text + f"; the study is still running.** Still to come: {left}. Each pair below uses its complete "
+            "seeds; its numbers can move as the other seeds arrive.")
+
+
 def verdict_lines(summary: dict) -> list[str]:
-    """Sentences for the chapter, each number read from the summary."""
-    lines = budget_lines(summary["budget"])
+    """Sentences for the chapter, each number read from the summary; every comparison uses a paired CI."""
+    lines = [status_sentence(summary["status"]), ""] + budget_lines(summary["budget"])
     if not summary["rows"]:
         lines.append("**No model x data set has finished a run yet**: the study is still running.")
     for row in summary["rows"]:
-        name = f"**{row['model']} on {row['dataset']}** ({len(row['seeds'])} seed(s){'' if row['complete'] else ', partial'})"
+        name = (f"**{model_name(row['model'])} on {row['dataset']}** ({_n(len(row['seeds']), 'seed')}"
+                f"{'' if row['complete'] else ', partial'})")
         fr, cr, kd = row["frontier_regret_acc"], row["cost_regret"], row["knee_distance"]
-        top = row["rules"].get("top25")
         ms, md = row["marginal_spearman"], row["marginal_spearman_depth"]
-        parts = [f"{name}: the plan chose cut(s) {row['chosen_cut']}; the knee was at {row['knee_cut']}, "
-                 f"a distance of {ci(kd, digits=1)} blocks."]
+        parts = [f"{name}: the plan chose cut {_per_seed(row['chosen_cut'])}; the knee was at cut "
+                 f"{_per_seed(row['knee_cut'])}, a distance of {ci(kd, digits=1)} blocks (knee minus plan: > 0 "
+                 "means the plan trained more blocks than the knee needed)."]
         parts.append(f"Frontier regret {ci(fr, 100, 1)} accuracy points"
-                     + (" (a CI above zero: a cheaper cut did better)." if fr["lo"] > 0 else
-                        " (the CI includes zero: no cheaper cut did measurably better)."))
+                     + _interval_says(fr, " (the interval is above zero: a cheaper cut did better).",
+                                      ".", " (no cheaper cut was detectably better; the best cheaper cut is "
+                                           "picked in hindsight, so this regret leans high)."))
         parts.append(f"Cost regret {ci(cr)} of full fine-tuning's cost"
-                     + (": a cheaper cut was as accurate." if cr["lo"] > 0 else "."))
-        if top is not None:
-            better = top["cost_regret"]["mean"] < cr["mean"] and top["frontier_regret_acc"]["mean"] <= fr["mean"]
-            parts.append(f"top25 (cut {top['cuts'][0]}) had frontier regret {ci(top['frontier_regret_acc'], 100, 1)} "
-                         f"and cost regret {ci(top['cost_regret'])}: "
-                         + ("it did better than the plan on both." if better else "it did not beat the plan on both."))
+                     + _interval_says(cr, ": a cheaper cut was as accurate.", ".", "."))
+        vs = row.get("top25_vs_plan")
+        if vs is not None:
+            parts.append(f"top25 (cut {_per_seed(vs['cuts'])}) against the plan, paired on the same test examples: "
+                         + top25_outcome(vs) + ".")
+        apart = ms["lo"] > md["hi"] or md["lo"] > ms["hi"]
         parts.append(f"Per-block: Spearman of the predicted gains with the realised marginal gains {ci(ms)}, "
-                     f"against {ci(md)} for depth alone"
-                     + (" (the method does not beat depth)." if ms["mean"] <= md["mean"] else "."))
+                     f"against {ci(md)} for depth alone in its better direction"
+                     + (" (the intervals overlap: the method is not detectably better than depth)." if not apart else
+                        " (the method is higher, the intervals apart)." if ms["mean"] > md["mean"] else
+                        " (depth alone is higher, the intervals apart: the method does not beat depth)."))
         lines += [" ".join(parts), ""]
     everywhere = {name: r for name, r in summary["rules"].items() if r["pairs"] == len(summary["rows"])}
     if everywhere:  # a rule whose cut some grid lacks is not ranked against the others
         best = min(everywhere.items(), key=lambda kv: (kv[1]["cost_regret"], kv[1]["frontier_regret_acc"]))
-        lines.append(f"Over all {len(summary['rows'])} pair(s) so far, the rule with the lowest mean cost regret was `{best[0]}` "
-                     f"({best[1]['cost_regret']:.2f}, frontier regret {100 * best[1]['frontier_regret_acc']:.1f} "
-                     f"accuracy points, mean cost {best[1]['cost']:.2f}).")
+        lines.append(f"Over all {_n(len(summary['rows']), 'pair')} so far, among the rules measured on every one, "
+                     f"the lowest mean cost regret was `{best[0]}`'s ({best[1]['cost_regret']:.2f}, frontier regret "
+                     f"{100 * best[1]['frontier_regret_acc']:.1f} accuracy points, mean cost {best[1]['cost']:.2f}; "
+                     "a mean over pairs, without an interval: the per-pair tables have them).")
     return lines
 
 
@@ -131,27 +199,29 @@ def knee_lines(study: dict) -> list[str]:
     dev = study["development"]
     miss = {name: dev["scores"][name] for name in dev["chosen"].values()}
     depth = dev["scores"][f"depth-only {dev['depth_share']:.3f}"]
-    lines = [f"**Aiming at the knee.** On the development pair ({dev_name}, seed(s) {dev['seeds']}) the "
-             "frozen choices are " + ", ".join(f"`{name}` (mean distance to the knee {m[0]:.1f} blocks)"
-                                                for name, m in miss.items())
+    lines = [f"**Aiming at the knee.** On the development pair ({dev_name}, {_n(len(dev['seeds']), 'seed')} "
+             f"{dev['seeds']}) the frozen choices are "
+             + ", ".join(f"`{name}` (mean distance to the knee {m[0]:.1f} blocks)" for name, m in miss.items())
              + f", and for the depth-only rule a share of {dev['depth_share']:.3f} of the blocks trained "
              f"({depth[0]:.1f} blocks from the knee)."]
     n_expected = len(study["held_out_expected"])
     pairs = study.get("held_out", [])
     if not pairs:
         return lines + [f"No held-out pair has a complete seed yet (of {n_expected})."]
+    bar = 100 * study["max_frontier_raise"]
     for name, v in study["verdicts"].items():
-        m = v["mean"]
-        text = (f"`{name}` lowered the cost regret against `{study['default']}` with a CI above zero on "
-                f"{v['pairs_lower_cost_regret']} of {v['pairs']} held-out pair(s) measured (of {n_expected}; "
-                f"the bar is {study['min_pairs']}); its frontier regret rose by at most "
-                f"{100 * v['worst_frontier_raise']:.1f} accuracy points on a pair (the bar is "
-                f"{100 * study['max_frontier_raise']:.1f}), and its oracle gap by "
-                f"{100 * v['mean_oracle_gap_raise']:.1f} points on average. Over those pairs its mean cost regret was "
-                f"{m[name]['cost_regret']:.2f} against {m['top25']['cost_regret']:.2f} for top-25% and "
-                f"{m['depth-only']['cost_regret']:.2f} for the depth-only rule (frontier regret "
+        m, met = v["mean"], v["criteria"]
+        gap = 100 * v["mean_oracle_gap_raise"]
+        text = (f"`{name}`, on {v['pairs']} of the {n_expected} held-out pairs so far: (a) it lowered the cost regret "
+                f"against `{study['default']}` with an interval above zero on {v['pairs_lower_cost_regret']} "
+                f"(needed: {study['min_pairs']}); (b) its frontier regret rose by up to "
+                f"{100 * v['worst_frontier_raise']:.1f} accuracy points on a pair (allowed: {bar:g}); (c) its mean cost "
+                f"regret was {m[name]['cost_regret']:.2f} against {m['top25']['cost_regret']:.2f} for top-25% and "
+                f"{m['depth-only']['cost_regret']:.2f} for the depth-only rule, with mean frontier regrets of "
                 f"{100 * m[name]['frontier_regret_acc']:.1f}, {100 * m['top25']['frontier_regret_acc']:.1f} and "
-                f"{100 * m['depth-only']['frontier_regret_acc']:.1f} points).")
+                f"{100 * m['depth-only']['frontier_regret_acc']:.1f} points; (d) its mean oracle gap "
+                f"{'rose' if gap >= 0 else 'fell'} by {abs(gap):.1f} points (allowed: a rise of {bar:g}). "
+                "Criteria met so far: " + ", ".join(f"({k}) {'yes' if ok else 'no'}" for k, ok in met.items()) + ".")
         decision = {"pending": " **Decision: pending** until every held-out pair has every seed; "
                                + ("the criteria hold so far." if v["meets"] else "the criteria do not hold so far."),
                     "fails": " **Decision: it fails**, and `argmax-excess` stays the default.",
@@ -207,7 +277,8 @@ def knee_table(study: dict) -> list[str]:
 def write_report(out: Path, summary: dict, grouped: dict, stored: dict) -> None:
     """summary.md, verdict.md and the figures; `grouped` are the sweeps summarised per pair,
     `stored` every sweep on disk (partial seeds included), for the status table."""
-    lines = ["## Status", ""] + status_lines(stored) + [""] + knee_table(summary["knee_study"])
+    lines = (["## Status", "", status_sentence(summary["status"]), ""] + status_lines(stored, summary["status"])
+             + [""] + knee_table(summary["knee_study"]))
     if summary["rules"]:
         lines += ["## Rule leaderboard (means over every model x data set so far)", "",
                   "| rule | pairs | frontier regret (acc points) | cost regret | knee distance | cost |",
@@ -258,7 +329,8 @@ def figure_grid(row: dict, path: Path) -> None:
         ax.set_ylabel(unit)
     axes[1].set_xlabel("modelled cost (share of full fine-tuning's step)")
     axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.suptitle(f"{row['model']} on {row['dataset']}: knee at cut(s) {row['knee_cut']}, plan at {row['chosen_cut']}")
+    fig.suptitle(f"{row['model']} on {row['dataset']}: knee at cut {_per_seed(row['knee_cut'])}, "
+                 f"plan at {_per_seed(row['chosen_cut'])}")
     fig.savefig(path, dpi=150)
     plt.close(fig)
 

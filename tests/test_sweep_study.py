@@ -93,6 +93,14 @@ def test_metrics_on_a_grid_with_known_answers():
     assert row["rules"]["half"]["cost_regret"]["mean"] == pytest.approx(0.0)  # cut 2 is the frontier
     assert row["rules"]["all-blocks"]["cost_regret"]["mean"] == pytest.approx(0.5)
     assert leaderboard([row])["half"]["cost_regret"] == pytest.approx(0.0)
+    # the verdict weighs top25 against the plan by paired intervals: 0.25 of cost saved (cut 3 has no cheaper
+    # rival), no frontier regret either way, 30 points of oracle gap added
+    from freezelab.study_report import top25_outcome
+
+    vs = row["top25_vs_plan"]
+    assert vs["delta_cost_regret"]["mean"] == pytest.approx(0.25) and vs["delta_oracle_gap"]["lo"] > 0.2
+    assert top25_outcome(vs).endswith("mixed: better on cost regret; no detectable difference on frontier regret; "
+                                      "worse on oracle gap")
     # a plan at the cheap bad cut has a frontier regret of 0 but an oracle gap of 30 points
     bad = summarise_pair([_sweep(0, acc, loss, chosen=3, gains=[0.0, 0.1, 0.5, 0.2])], n_boot=50)
     assert bad["oracle_gap"]["mean"] == pytest.approx(0.30) and bad["oracle_gap"]["lo"] > 0.2
@@ -189,7 +197,9 @@ def test_study_at_ci_scale(tmp_path):
     text = (tmp_path / "summary.md").read_text()
     assert "## smollm2-135m on movie-polarity" in text and "| semantic-plan |" in text
     assert (tmp_path / "smollm2-135m_movie-polarity_retrace.png").exists()
-    assert "smollm2-135m on movie-polarity" in (tmp_path / "verdict.md").read_text()
+    verdict = (tmp_path / "verdict.md").read_text()
+    assert "SmolLM2-135M-Instruct (dequantised Q4 GGUF) on movie-polarity** (1 seed)" in verdict
+    assert verdict.startswith("**Status: 1 of 1 planned sweeps") and summary["status"]["missing"] == []
     # the protocol the book quotes is the one the metrics ran with
     from freezelab.results import ACC_TOLERANCE, KNEE_SHARE
 
