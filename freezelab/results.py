@@ -32,6 +32,7 @@ ACC_TOLERANCE = 0.01  # "within 1 accuracy point"
 KNEE_SHARE = 0.95
 N_BOOT = 1000
 CI = (2.5, 97.5)  # percentiles of the bootstrap: a 95% interval
+RANDOM_CUT = "random-cut (expected)"  # a grid cut drawn uniformly: every metric's expectation
 TRIVIAL_RULES = {  # cut k of L blocks chosen without looking at the trace
     "top25": lambda L: L - max(1, L // 4),
     "half": lambda L: L // 2,
@@ -158,14 +159,19 @@ def summarise_pair(sweeps: Sequence[dict], n_boot: int = N_BOOT) -> dict:
     grid = Grid(sweeps)
     first = sweeps[0]
     chosen = [s["chosen_cut"] for s in sweeps]
+    metrics = {"frontier_regret_acc": lambda c: grid.frontier(c, "acc"), "oracle_gap": grid.oracle_gap,
+               "cost_regret": grid.cost_regret, "knee_distance": grid.knee_distance}
     rules = {}
     for name, cuts in rule_cuts(sweeps, grid.L).items():
         if not all(k in grid.cuts for k in cuts):
             continue
         rules[name] = {"cuts": cuts, "cost": float(np.mean([grid.cost[k] for k in cuts])),
-                       "frontier_regret_acc": grid.stat(grid.frontier(cuts, "acc"), n_boot),
-                       "cost_regret": grid.stat(grid.cost_regret(cuts), n_boot),
-                       "knee_distance": grid.stat(grid.knee_distance(cuts), n_boot)}
+                       **{key: grid.stat(metric(cuts), n_boot) for key, metric in metrics.items()}}
+    # the trivial random baseline in expectation: a cut drawn uniformly from the grid, no runs needed
+    every = [[k] * len(sweeps) for k in grid.cuts]
+    rules[RANDOM_CUT] = {"cuts": [], "cost": float(np.mean(list(grid.cost.values()))),
+                         **{key: grid.stat(lambda *a, fns=[metric(c) for c in every]: np.mean([f(*a) for f in fns]),
+                                           n_boot) for key, metric in metrics.items()}}
     knees = [grid.knee(grid.loss[i].mean(-1), grid.before_loss[i].mean(), grid.full_loss[i].mean())
              for i in range(len(sweeps))]
     strategies = {}
@@ -242,14 +248,14 @@ def paired(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) ->
 
 
 def leaderboard(rows: Sequence[dict]) -> dict:
-    """Every rule's mean frontier regret (accuracy), cost regret and cost over all rows."""
+    """Every rule's mean frontier regret (accuracy), oracle gap, cost regret, knee distance and cost over all rows."""
     names = sorted(set.union(*(set(r["rules"]) for r in rows))) if rows else []
     out = {}
     for name in names:
         have = [r["rules"][name] for r in rows if name in r["rules"]]
         out[name] = {"pairs": len(have),
                      **{k: float(np.mean([h[k]["mean"] for h in have])) for k in
-                        ("frontier_regret_acc", "cost_regret", "knee_distance")},
+                        ("frontier_regret_acc", "oracle_gap", "cost_regret", "knee_distance")},
                      "cost": float(np.mean([h["cost"] for h in have]))}
     return out
 

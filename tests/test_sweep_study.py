@@ -93,6 +93,10 @@ def test_metrics_on_a_grid_with_known_answers():
     assert row["rules"]["half"]["cost_regret"]["mean"] == pytest.approx(0.0)  # cut 2 is the frontier
     assert row["rules"]["all-blocks"]["cost_regret"]["mean"] == pytest.approx(0.5)
     assert leaderboard([row])["half"]["cost_regret"] == pytest.approx(0.0)
+    # a uniformly random grid cut, in expectation: oracle gap (0 + 0 + 0 + 0.3) / 4, cost regret (0.5 + 0.25) / 4
+    random_cut = row["rules"]["random-cut (expected)"]
+    assert random_cut["oracle_gap"]["mean"] == pytest.approx(0.075)
+    assert random_cut["cost_regret"]["mean"] == pytest.approx(0.1875) and random_cut["cost"] == pytest.approx(0.625)
     # the verdict weighs top25 against the plan by paired intervals: 0.25 of cost saved (cut 3 has no cheaper
     # rival), no frontier regret either way, 30 points of oracle gap added
     from freezelab.study_report import top25_outcome
