@@ -105,6 +105,11 @@ def test_metrics_on_a_grid_with_known_answers():
     assert vs["delta_cost_regret"]["mean"] == pytest.approx(0.25) and vs["delta_oracle_gap"]["lo"] > 0.2
     assert top25_outcome(vs).endswith("mixed: better on cost regret; no detectable difference on frontier regret; "
                                       "worse on oracle gap")
+    from freezelab.study_report import answer_lines
+
+    (answer, _) = answer_lines({"rows": [row], "rules": leaderboard([row])})
+    assert "the plan's cut had the lower cost regret (paired interval clear of zero) on 0, the higher on 1" in answer
+    assert "the lower frontier regret on 0, the higher on 0, no detectable difference on 1" in answer
     # a plan at the cheap bad cut has a frontier regret of 0 but an oracle gap of 30 points
     bad = summarise_pair([_sweep(0, acc, loss, chosen=3, gains=[0.0, 0.1, 0.5, 0.2])], n_boot=50)
     assert bad["oracle_gap"]["mean"] == pytest.approx(0.30) and bad["oracle_gap"]["lo"] > 0.2
