@@ -195,6 +195,17 @@ def answer_lines(summary: dict) -> list[str]:
     return [text, ""]
 
 
+def bound_lines(rows: Sequence[dict]) -> list[str]:
+    """How often the law's fit sat on a bound, over every seed's trace of every pair."""
+    fits = [(f"{r['model']} x {r['dataset']}", law) for r in rows for law in r["law"]]
+    if not fits:
+        return []
+    hits = {p: [name for name, law in fits if p in law.get("at_bound", [])] for p in ("E", "A", "alpha")}
+    said = "; ".join(f"{p} on {len(names)} ({', '.join(dict.fromkeys(names))})" for p, names in hits.items() if names)
+    return [f"The law's fit sat on a bound in {sum(bool(law.get('at_bound')) for _, law in fits)} of the "
+            f"{len(fits)} traces so far" + (f": {said}." if said else "."), ""]
+
+
 def verdict_lines(summary: dict) -> list[str]:
     """Sentences for the chapter, each number read from the summary; every comparison uses a paired CI."""
     lines = [status_sentence(summary["status"]), ""] + answer_lines(summary) + budget_lines(summary["budget"])
@@ -225,6 +236,7 @@ def verdict_lines(summary: dict) -> list[str]:
                         " (the method is higher, the intervals apart)." if ms["mean"] > md["mean"] else
                         " (depth alone is higher, the intervals apart: the method does not beat depth)."))
         lines += [" ".join(parts), ""]
+    lines += bound_lines(summary["rows"])
     everywhere = {name: r for name, r in summary["rules"].items() if r["pairs"] == len(summary["rows"])}
     if everywhere:  # a rule whose cut some grid lacks is not ranked against the others
         best = min(everywhere.items(), key=lambda kv: (kv[1]["cost_regret"], kv[1]["frontier_regret_acc"]))
