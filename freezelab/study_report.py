@@ -228,8 +228,8 @@ def verdict_lines(summary: dict) -> list[str]:
         full = row["strategies"].get("full")
         if full is not None and full["acc_minus_plan"]["hi"] < 0:
             parts.append(f"Full fine-tuning was less accurate than the plan's cut ({ci(full['acc_minus_plan'], 100, 1)} "
-                         "points, paired): at the shared learning rate it is no ceiling, and the knee is just the "
-                         "cheapest cut that matches it.")
+                         "points, paired): at the shared learning rate it is no ceiling, so a knee measured "
+                         "against its gain says little here.")
         vs = row.get("top25_vs_plan")
         if vs is not None:
             parts.append(f"top25 (cut {_per_seed(vs['cuts'])}) against the plan, paired on the same test examples: "
