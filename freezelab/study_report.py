@@ -244,11 +244,16 @@ def verdict_lines(summary: dict) -> list[str]:
     lines += bound_lines(summary["rows"])
     everywhere = {name: r for name, r in summary["rules"].items() if r["pairs"] == len(summary["rows"])}
     if everywhere:  # a rule whose cut some grid lacks is not ranked against the others
-        best = min(everywhere.items(), key=lambda kv: (kv[1]["cost_regret"], kv[1]["frontier_regret_acc"]))
+        key = lambda r: (round(r["cost_regret"], 9), round(r["frontier_regret_acc"], 9))  # noqa: E731
+        best = min(everywhere.values(), key=key)
+        tied = [f"`{name}`" for name, r in everywhere.items() if key(r) == key(best)]  # the same cuts, often
         lines.append(f"Over all {_n(len(summary['rows']), 'pair')} so far, among the rules measured on every one, "
-                     f"the lowest mean cost regret was `{best[0]}`'s ({best[1]['cost_regret']:.2f}, frontier regret "
-                     f"{100 * best[1]['frontier_regret_acc']:.1f} accuracy points, mean cost {best[1]['cost']:.2f}; "
-                     "a mean over pairs, without an interval: the per-pair tables have them).")
+                     f"the lowest mean cost regret was {' and '.join(tied)}'s ({best['cost_regret']:.2f}, frontier "
+                     f"regret {100 * best['frontier_regret_acc']:.1f} accuracy points, oracle gap "
+                     f"{100 * best['oracle_gap']:.1f}, mean cost {best['cost']:.2f}; a mean over pairs, without an "
+                     "interval: the per-pair tables have them). Rules some grid lacks are left out: "
+                     + (", ".join(f"`{n}`" for n, r in summary["rules"].items() if n not in everywhere) or "none")
+                     + ".")
     return lines
 
 
