@@ -2,7 +2,7 @@
 
 Every sweep of a model x data set shares one test set (the study's split is fixed), so statistics
 are computed per seed on the same resample of test examples and averaged over seeds; the 95%
-interval comes from `n_boot` such resamples (paired: every cut and strategy sees the same examples).
+interval (`CI`) comes from `n_boot` such resamples (paired: every cut and strategy sees the same examples).
 
 - `frontier_regret_acc` / `_nats`: best realised result among grid cuts whose modelled cost is at
   most the chosen cut's, minus the chosen cut's (accuracy points as a fraction; nats).
@@ -15,6 +15,9 @@ interval comes from `n_boot` such resamples (paired: every cut and strategy sees
   gain of the grid (loss at the deeper grid cut minus loss at the shallower one, attributed to the
   blocks between them, g summed over them), beside `marginal_spearman_depth`: |Spearman| of block
   depth with the same marginals (a depth-only predictor, its direction chosen after the fact).
+- `rules`: every rule's cut and these metrics, with `random-cut (expected)`, a grid cut drawn
+  uniformly (each metric averaged over the grid's cuts); `top25_vs_plan`: top-25%'s paired
+  differences from the plan (`compare`).
 """
 
 from __future__ import annotations
@@ -305,7 +308,7 @@ def collect(out: Path, scale_name: str, scale, n_boot: int = N_BOOT) -> dict:
     complete = {pair: sweeps for pair, sweeps in grouped.items() if all(s["complete"] for s in sweeps)}
     done = {(m, d, s["seed"]) for (m, d), sweeps in stored.items() for s in sweeps if s["complete"]}
     planned = [(m, d, seed) for m, d in expected for seed in scale.seeds_for(d)]
-    status = {"planned": len(planned), "complete": len(done),
+    status = {"planned": len(planned), "complete": sum(unit in done for unit in planned),
               "missing": [list(unit) for unit in planned if unit not in done]}
     summary = {"scale": scale_name, "budget": asdict(scale), "protocol": protocol(), "status": status, "rows": rows,
                "rules": leaderboard(rows),
