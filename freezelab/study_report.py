@@ -127,6 +127,13 @@ def _interval_says(x: dict, above: str, below: str, neither: str) -> str:
     return above if x["lo"] > 0 else below if x["hi"] < 0 else neither
 
 
+def _for_top25(delta: dict, sign: float) -> str:
+    """'better', 'worse' or 'no detectable difference' for top25, from a paired difference whose
+    positive side is top25's gain when `sign` > 0 (its loss when `sign` < 0)."""
+    lo, hi = sorted((sign * delta["lo"], sign * delta["hi"]))
+    return _interval_says({"lo": lo, "hi": hi}, "better", "worse", "no detectable difference")
+
+
 def top25_outcome(vs: dict) -> str:
     """top25's paired differences from the plan (`results.compare`), each read from its interval."""
     metrics = [("cost regret", vs["delta_cost_regret"], 1, 2, "saved"),
@@ -134,8 +141,7 @@ def top25_outcome(vs: dict) -> str:
                ("oracle gap", vs["delta_oracle_gap"], -100, 1, "added, in points")]
     said, verdicts = [], {}
     for metric, delta, sign, digits, unit in metrics:
-        ends = sorted((sign * delta["lo"], sign * delta["hi"]))  # > 0: top25 better
-        better = _interval_says({"lo": ends[0], "hi": ends[1]}, "better", "worse", "no detectable difference")
+        better = _for_top25(delta, sign)
         verdicts.setdefault(better, []).append(metric)
         said.append(f"{metric} {ci(delta, abs(sign), digits)} {unit} ({better})")
     if set(verdicts) == {"better"}:
@@ -168,9 +174,8 @@ def answer_lines(summary: dict) -> list[str]:
     count = {}
     for r in rows:
         vs = r["top25_vs_plan"]
-        for metric, delta in (("cost", vs["delta_cost_regret"]), ("frontier", vs["delta_frontier_regret_acc"])):
-            side = _interval_says(delta if metric == "cost" else {"lo": -delta["hi"], "hi": -delta["lo"]},
-                                  "top25", "plan", "neither")  # which one the interval favours
+        for metric, delta, sign in (("cost", vs["delta_cost_regret"], 1), ("frontier", vs["delta_frontier_regret_acc"], -1)):
+            side = {"better": "top25", "worse": "plan"}.get(_for_top25(delta, sign), "neither")
             count[(metric, side)] = count.get((metric, side), 0) + 1
         ms, md = r["marginal_spearman"], r["marginal_spearman_depth"]
         side = "plan" if ms["lo"] > md["hi"] else "top25" if md["lo"] > ms["hi"] else "neither"
