@@ -110,6 +110,9 @@ def test_metrics_on_a_grid_with_known_answers():
     (answer, _) = answer_lines({"rows": [row], "rules": leaderboard([row])})
     assert "the plan's cut had the lower cost regret (paired interval clear of zero) on 0, the higher on 1" in answer
     assert "the lower frontier regret on 0, the higher on 0, no detectable difference on 1" in answer
+    from freezelab.study_report import bound_lines
+
+    assert bound_lines([row])[0] == "The law's fit sat on a bound in 2 of the 2 traces so far: E on 2 (m x d)."
     # a plan at the cheap bad cut has a frontier regret of 0 but an oracle gap of 30 points
     bad = summarise_pair([_sweep(0, acc, loss, chosen=3, gains=[0.0, 0.1, 0.5, 0.2])], n_boot=50)
     assert bad["oracle_gap"]["mean"] == pytest.approx(0.30) and bad["oracle_gap"]["lo"] > 0.2
