@@ -41,6 +41,7 @@ NOTEBOOK_PREFIX = "notebooks/"
 SOLUTIONS = "assignments/solutions"  # under notebooks/: the instructor edition's extra pages
 FIGURES = "figures"
 WIDGETS_ENV = "FREEZELAB_BOOK_WIDGETS"  # the folder of widget scripts the extension serves (book/_ext)
+SOURCE_ENV = "FREEZELAB_BOOK_SOURCE"  # the notebooks folder whose run times the extension quotes (book/_ext)
 HTML_MANAGER = "@jupyter-widgets/html-manager"
 REQUIREJS = "requirejs@2"
 
@@ -205,9 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         cmd += ["--toc", str(instructor_toc(src, book)), "--path-output", str(out)]
     if args.strict:
         cmd += ["-W", "-n", "--keep-going"]
-    print(f"$ FREEZELAB_BOOK_EDITION={args.edition} {WIDGETS_ENV}={widgets} " + " ".join(cmd), flush=True)
+    env = {"FREEZELAB_BOOK_EDITION": args.edition, WIDGETS_ENV: str(widgets), SOURCE_ENV: str(src)}
+    print("$ " + " ".join(f"{k}={v}" for k, v in env.items()) + " " + " ".join(cmd), flush=True)
     start = time.perf_counter()
-    status = subprocess.call(cmd, env={**os.environ, "FREEZELAB_BOOK_EDITION": args.edition, WIDGETS_ENV: str(widgets)})
+    status = subprocess.call(cmd, env={**os.environ, **env})
     elapsed = time.perf_counter() - start
     if args.edition == "instructor" and status == 0:  # jupyter-book writes <path-output>/_build/html
         shutil.rmtree(out / "html", ignore_errors=True)

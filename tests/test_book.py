@@ -255,3 +255,25 @@ def test_long_output_lines_wrap(built_book):
     assert "pre-wrap" in css
     for name in build.toc_notebooks(built_book):
         assert "_static/freezelab.css" in (html / "notebooks" / f"{name}.html").read_text(encoding="utf-8"), name
+
+
+def test_run_times_come_from_the_notebooks_execution_metadata(tmp_path):
+    """The assignment pages quote each solution notebook's run time, read from its stored cells' timing."""
+    ext = load_script(BOOK / "_ext" / "freezelab_book.py", "freezelab_book")
+    (tmp_path / "assignments" / "solutions").mkdir(parents=True)
+
+    def notebook(path: Path, *spans: tuple[str, str]) -> None:
+        cells = [{"cell_type": "code", "metadata": {"execution": {"iopub.execute_input": a, "iopub.status.idle": b}}}
+                 for a, b in spans] + [{"cell_type": "markdown", "metadata": {}}]
+        path.write_text(json.dumps({"cells": cells}))
+
+    notebook(tmp_path / "01_chapter.ipynb", ("2026-01-01T10:00:00.000Z", "2026-01-01T10:00:05.000Z"),
+             ("2026-01-01T10:00:05.000Z", "2026-01-01T10:07:31.000Z"))
+    notebook(tmp_path / "assignments" / "solutions" / "01_task.ipynb",
+             ("2026-01-01T10:00:00.000Z", "2026-01-01T10:00:12.400Z"))
+    assert ext.runtime_substitutions(tmp_path) == {"runtime_01_chapter": "8 min", "runtime_01_task": "12 s"}
+    (tmp_path / "02_unrun.ipynb").write_text(json.dumps({"cells": [{"cell_type": "code", "metadata": {}}]}))
+    with pytest.raises(RuntimeError, match="02_unrun.ipynb stores no execution times"):
+        ext.runtime_substitutions(tmp_path)
+    stored = ext.runtime_substitutions(NOTEBOOKS)  # the repository's notebooks all have their timing
+    assert {f"runtime_{p.stem}" for p in NOTEBOOKS.glob("assignments/solutions/*.ipynb")} <= stored.keys()

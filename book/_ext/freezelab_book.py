@@ -22,6 +22,7 @@ It also keeps the book readable offline and its numbers in one place:
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 from pathlib import Path
@@ -58,7 +59,7 @@ def reference_substitutions() -> dict[str, str]:
     """The reference trace's numbers as MyST substitutions, formatted as the book quotes them."""
     import warnings
 
-    from freezelab.classroom.checks import DEFENCE_BUDGET, _budget_cases, reference_trace
+    from freezelab.classroom.checks import DEFENCE_BUDGET, budget_cases, reference_trace
     from freezelab.gains import layer_gains
     from freezelab.law import fit_scaling_law
     from freezelab.plan import default_cost_curve, plan
@@ -97,7 +98,7 @@ def reference_substitutions() -> dict[str, str]:
         "ref_top_excess": f"{gains.excess[k - 1]:.2f}", "ref_second": str(second),
         "ref_second_excess": f"{gains.excess[second - 1]:.2f}",
         "ref_excess_low": f"{gains.excess.min():.2f}", "ref_excess_high": f"{gains.excess.max():.2f}",
-        "ref_budget": f"{DEFENCE_BUDGET:g}", "ref_budget_cases": str(len(_budget_cases())),
+        "ref_budget": f"{DEFENCE_BUDGET:g}", "ref_budget_cases": str(len(budget_cases())),
         "ref_budget_cut": str(b), "ref_budget_first": str(b + 1), "ref_budget_trained": str(L - b),
         "ref_budget_cost": f"{curve[0][b]:.3f}", "ref_budget_benefit": f"{benefit[b]:.2f}",
         "ref_star_cost": f"{curve[0][k]:.3f}", "ref_star_benefit": f"{benefit[k]:.2f}",
@@ -117,8 +118,6 @@ def _listed(values) -> str:
 
 def study_substitutions() -> dict[str, str]:
     """The oracle study's protocol constants, from its committed summary (``freezelab.results.protocol``)."""
-    import json
-
     summary = json.loads(STUDY_SUMMARY.read_text())
     p = summary["protocol"]
     lo, hi = p["ci_percentiles"]
@@ -128,6 +127,34 @@ def study_substitutions() -> dict[str, str]:
             "study_dense_all": str(p["dense_all_up_to"]), "study_dense_stride": str(p["dense_stride"]),
             "study_budgets": _listed(p["budgets"]), "study_gradnorm_blocks": blocks["gradnorm"],
             "study_lisa_blocks": blocks["lisa"]}
+
+
+SOURCE_ENV = "FREEZELAB_BOOK_SOURCE"  # set by book/build.py: the folder its notebooks came from
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def runtime_substitutions(folder: Path | None = None) -> dict[str, str]:
+    """``runtime_<stem>``: each chapter's and solution notebook's wall time when its stored outputs were made,
+    from the first cell's start to the last cell's end in the cells' execution metadata (nbclient's timing).
+
+    ``folder``: the notebooks (default: ``$FREEZELAB_BOOK_SOURCE``, else the repository's ``notebooks/``).
+    """
+    from datetime import datetime
+
+    folder = folder or Path(os.environ.get(SOURCE_ENV) or Path(__file__).resolve().parents[2] / "notebooks")
+    values = {}
+    for path in sorted([*folder.glob("*.ipynb"), *folder.glob("assignments/solutions/*.ipynb")]):
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        timing = [c["metadata"]["execution"] for c in cells if "execution" in c.get("metadata", {})]
+        if not timing:
+            raise RuntimeError(f"{path} stores no execution times: regenerate it with make notebooks")
+        start, end = (datetime.fromisoformat(timing[0]["iopub.execute_input"].replace("Z", "+00:00")),
+                      datetime.fromisoformat(timing[-1]["iopub.status.idle"].replace("Z", "+00:00")))
+        values[f"runtime_{path.stem}"] = _duration((end - start).total_seconds())
+    return values
 
 
 def _configure(app, config) -> None:
@@ -152,7 +179,7 @@ def _configure(app, config) -> None:
     if student:
         config.html_copy_source = False
         config.html_theme_options = {**config.html_theme_options, "use_download_button": False}
-    config.myst_substitutions = {**reference_substitutions(), **study_substitutions(),
+    config.myst_substitutions = {**reference_substitutions(), **study_substitutions(), **runtime_substitutions(),
                                  **(config.myst_substitutions or {})}
 
 

@@ -705,8 +705,8 @@ def check_benefit(predicted_benefit: Callable) -> None:
     _ok("predicted benefits match freezelab.plan.benefit_curve on 3 cases (one hidden)")
 
 
-def _budget_cases() -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, float]]:
-    """(label, excess, cost ratio, cached cost ratio, budget)."""
+def budget_cases() -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, float]]:
+    """The cases ``check_budget_cut`` grades on: (label, excess, cost ratio, cached cost ratio, budget)."""
     from ..plan import default_cost_curve
 
     real = _excess_cases()[0][1]
@@ -736,7 +736,7 @@ def check_budget_cut(budget_cut: Callable) -> None:
     """
     from ..plan import benefit_curve, plan
 
-    for label, excess, ratio, cached, budget in _budget_cases():
+    for label, excess, ratio, cached, budget in budget_cases():
         gains = _gains_of(excess)
         benefit = np.array([c.benefit for c in benefit_curve(gains)])
         L = excess.size
