@@ -211,41 +211,47 @@ def bound_lines(rows: Sequence[dict]) -> list[str]:
             f"{len(fits)} traces so far" + (f": {said}." if said else "."), ""]
 
 
+def pair_sentences(row: dict) -> str:
+    """The verdict's paragraph on one model x data set: the plan against its knee, its frontier, full
+    fine-tuning, top25 and depth, every comparison by a paired CI."""
+    name = (f"**{model_name(row['model'])} on {row['dataset']}** ({_n(len(row['seeds']), 'seed')}"
+            f"{'' if row['complete'] else ', partial'})")
+    fr, cr, kd = row["frontier_regret_acc"], row["cost_regret"], row["knee_distance"]
+    ms, md = row["marginal_spearman"], row["marginal_spearman_depth"]
+    parts = [f"{name}: the plan chose cut {_per_seed(row['chosen_cut'])}; the knee was at cut "
+             f"{_per_seed(row['knee_cut'])}, a distance of {ci(kd, digits=1)} blocks (knee minus plan: > 0 "
+             "means the plan trained more blocks than the knee needed)."]
+    parts.append(f"Frontier regret {ci(fr, 100, 1)} accuracy points"
+                 + _interval_says(fr, " (the interval is above zero: a cheaper cut did better).",
+                                  ".", " (no cheaper cut was detectably better; the best cheaper cut is "
+                                       "picked in hindsight, so this regret leans high)."))
+    parts.append(f"Cost regret {ci(cr)} of full fine-tuning's cost"
+                 + _interval_says(cr, ": a cheaper cut was as accurate.", ".", "."))
+    full = row["strategies"].get("full")
+    if full is not None and full["acc_minus_plan"]["hi"] < 0:
+        parts.append(f"Full fine-tuning was less accurate than the plan's cut ({ci(full['acc_minus_plan'], 100, 1)} "
+                     "points, paired): at the shared learning rate it is no ceiling, so a knee measured "
+                     "against its gain says little here.")
+    vs = row.get("top25_vs_plan")
+    if vs is not None:
+        parts.append(f"top25 (cut {_per_seed(vs['cuts'])}) against the plan, paired on the same test examples: "
+                     + top25_outcome(vs) + ".")
+    apart = ms["lo"] > md["hi"] or md["lo"] > ms["hi"]
+    parts.append(f"Per-block: Spearman of the predicted gains with the realised marginal gains {ci(ms)}, "
+                 f"against {ci(md)} for depth alone in its better direction"
+                 + (" (the intervals overlap: the method is not detectably better than depth)." if not apart else
+                    " (the method is higher, the intervals apart)." if ms["mean"] > md["mean"] else
+                    " (depth alone is higher, the intervals apart: the method does not beat depth)."))
+    return " ".join(parts)
+
+
 def verdict_lines(summary: dict) -> list[str]:
     """Sentences for the chapter, each number read from the summary; every comparison uses a paired CI."""
     lines = [status_sentence(summary["status"]), ""] + answer_lines(summary) + budget_lines(summary["budget"])
     if not summary["rows"]:
         lines.append("**No model x data set has finished a run yet**: the study is still running.")
     for row in summary["rows"]:
-        name = (f"**{model_name(row['model'])} on {row['dataset']}** ({_n(len(row['seeds']), 'seed')}"
-                f"{'' if row['complete'] else ', partial'})")
-        fr, cr, kd = row["frontier_regret_acc"], row["cost_regret"], row["knee_distance"]
-        ms, md = row["marginal_spearman"], row["marginal_spearman_depth"]
-        parts = [f"{name}: the plan chose cut {_per_seed(row['chosen_cut'])}; the knee was at cut "
-                 f"{_per_seed(row['knee_cut'])}, a distance of {ci(kd, digits=1)} blocks (knee minus plan: > 0 "
-                 "means the plan trained more blocks than the knee needed)."]
-        parts.append(f"Frontier regret {ci(fr, 100, 1)} accuracy points"
-                     + _interval_says(fr, " (the interval is above zero: a cheaper cut did better).",
-                                      ".", " (no cheaper cut was detectably better; the best cheaper cut is "
-                                           "picked in hindsight, so this regret leans high)."))
-        parts.append(f"Cost regret {ci(cr)} of full fine-tuning's cost"
-                     + _interval_says(cr, ": a cheaper cut was as accurate.", ".", "."))
-        full = row["strategies"].get("full")
-        if full is not None and full["acc_minus_plan"]["hi"] < 0:
-            parts.append(f"Full fine-tuning was less accurate than the plan's cut ({ci(full['acc_minus_plan'], 100, 1)} "
-                         "points, paired): at the shared learning rate it is no ceiling, so a knee measured "
-                         "against its gain says little here.")
-        vs = row.get("top25_vs_plan")
-        if vs is not None:
-            parts.append(f"top25 (cut {_per_seed(vs['cuts'])}) against the plan, paired on the same test examples: "
-                         + top25_outcome(vs) + ".")
-        apart = ms["lo"] > md["hi"] or md["lo"] > ms["hi"]
-        parts.append(f"Per-block: Spearman of the predicted gains with the realised marginal gains {ci(ms)}, "
-                     f"against {ci(md)} for depth alone in its better direction"
-                     + (" (the intervals overlap: the method is not detectably better than depth)." if not apart else
-                        " (the method is higher, the intervals apart)." if ms["mean"] > md["mean"] else
-                        " (depth alone is higher, the intervals apart: the method does not beat depth)."))
-        lines += [" ".join(parts), ""]
+        lines += [pair_sentences(row), ""]
     lines += bound_lines(summary["rows"])
     everywhere = {name: r for name, r in summary["rules"].items() if r["pairs"] == len(summary["rows"])}
     if everywhere:  # a rule whose cut some grid lacks is not ranked against the others

@@ -118,6 +118,21 @@ def test_metrics_on_a_grid_with_known_answers():
     assert bad["oracle_gap"]["mean"] == pytest.approx(0.30) and bad["oracle_gap"]["lo"] > 0.2
 
 
+def test_verdict_says_when_full_fine_tuning_is_no_ceiling():
+    from freezelab.study_report import pair_sentences
+
+    acc, loss = [0.80, 0.80, 0.80, 0.50], [0.30, 0.30, 0.31, 0.80]
+    sweeps = [_sweep(s, acc, loss, chosen=1, gains=[0.0, 0.1, 0.5, 0.2]) for s in range(2)]
+    as_good = pair_sentences(summarise_pair(sweeps, n_boot=200))  # full FT is as accurate as the plan's cut
+    assert "Full fine-tuning" not in as_good and as_good.startswith("**m on d** (2 seeds): the plan chose cut [1, 1] (per seed);")
+    for sweep in sweeps:  # full FT gets the 40 easiest test examples of the plan's 160 wrong
+        plan_correct = np.array(sweep["cuts"][1]["per_example_correct"])
+        sweep["strategies"]["full"]["per_example_correct"] = (plan_correct & (np.cumsum(plan_correct) > 40)).tolist()
+    row = summarise_pair(sweeps, n_boot=200)
+    assert row["strategies"]["full"]["acc_minus_plan"]["mean"] == pytest.approx(-0.2)
+    assert "Full fine-tuning was less accurate than the plan's cut (-20.0 [" in pair_sentences(row)
+
+
 def test_frontier_regret_sees_a_cheaper_better_cut():
     acc = [0.70, 0.60, 0.90, 0.50]  # cut 2 is cheaper than the plan's cut 1 and 30 points better
     sweeps = [_sweep(0, acc, [0.5, 0.6, 0.2, 0.9], chosen=1, gains=[0, 0, 0, 0])]
