@@ -141,12 +141,13 @@ def regret(cuts: Sequence[CutResult], chosen: int) -> float:
     return mine.loss - min(c.loss for c in cuts if c.cost_ratio <= mine.cost_ratio + 1e-12)
 
 
-def variant_plans(lm: LoadedModel, trace, seq_len: int, variants: bool = True,
+def variant_plans(lm: LoadedModel, trace, seq_len: int, batch_size: int, variants: bool = True,
                   pricing: Device | None = None) -> dict[str, Plan]:
     """The plan of every rule x lens variant ("rule/lens"), or only the default with `variants=False`;
-    costs priced on `pricing` (default: this machine's stored constants)."""
+    costs priced for steps of `batch_size` sequences of `seq_len` tokens on `pricing` (default: this
+    machine's stored constants)."""
     label_rows = None if trace.label_ids is None else len(trace.label_ids)
-    curve = cut_cost_curve(lm, seq_len, label_rows=label_rows, device=pricing)
+    curve = cut_cost_curve(lm, seq_len, label_rows=label_rows, batch_size=batch_size, device=pricing)
     out: dict[str, Plan] = {}
     lenses = LENS_VARIANTS if variants else {"logit-labels": LENS_VARIANTS["logit-labels"]}
     rules = RULE_VARIANTS if variants else {"argmax-excess": RULE_VARIANTS["argmax-excess"]}
@@ -265,7 +266,7 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "dense", st
         trace = prepared.train_cache.trace(prepared.train, calib_index)
     seq_len = round(float(np.mean([len(p) for p in prepared.train.prompts])))
     label_rows = None if prepared.train.label_ids is None else len(prepared.train.label_ids)
-    plans = variant_plans(lm, trace, seq_len, variants, pricing)
+    plans = variant_plans(lm, trace, seq_len, batch_size, variants, pricing)
     chosen = plans[DEFAULT_VARIANT]
     if out is not None:
         chosen.save(out / "plan.json")
