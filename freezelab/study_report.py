@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .results import CI, KNEE_SHARE
+from .results import ACC_TOLERANCE, CI, KNEE_SHARE
 
 LEVEL = f"{CI[1] - CI[0]:g}%"  # the bootstrap interval's level, as the tables print it
 
@@ -245,6 +245,27 @@ def pair_sentences(row: dict) -> str:
     return " ".join(parts)
 
 
+def lr_lines(rows: Sequence[dict]) -> list[str]:
+    """Per learning rate of the sensitivity grid: its best cut, and the deepest (cheapest) cut within
+    ACC_TOLERANCE of that best (seed 0, point estimates)."""
+    lines = []
+    for row in rows:
+        curves = row.get("lr_sensitivity", {})
+        if len(curves) < 2:
+            continue
+        parts = []
+        for lr, c in sorted(curves.items(), key=lambda kv: float(kv[0])):
+            acc = np.asarray(c["acc"])
+            best = int(np.argmax(acc))
+            near = max(k for k, a in zip(c["cuts"], acc) if a >= acc[best] - ACC_TOLERANCE)
+            parts.append(f"at lr {lr}{' (chosen on validation data)' if c['chosen'] else ''} the best cut was "
+                         f"{c['cuts'][best]} ({100 * acc[best]:.1f}%), the deepest within {100 * ACC_TOLERANCE:g} "
+                         f"point of it {near}")
+        lines += [f"**How much of the knee is the optimiser** ({model_name(row['model'])} on {row['dataset']}, seed 0, "
+                  "point estimates without intervals): " + "; ".join(parts) + ".", ""]
+    return lines
+
+
 def verdict_lines(summary: dict) -> list[str]:
     """Sentences for the chapter, each number read from the summary; every comparison uses a paired CI."""
     lines = [status_sentence(summary["status"]), ""] + answer_lines(summary) + budget_lines(summary["budget"])
@@ -252,7 +273,7 @@ def verdict_lines(summary: dict) -> list[str]:
         lines.append("**No model x data set has finished a run yet**: the study is still running.")
     for row in summary["rows"]:
         lines += [pair_sentences(row), ""]
-    lines += bound_lines(summary["rows"])
+    lines += bound_lines(summary["rows"]) + lr_lines(summary["rows"])
     everywhere = {name: r for name, r in summary["rules"].items() if r["pairs"] == len(summary["rows"])}
     if everywhere:  # a rule whose cut some grid lacks is not ranked against the others
         key = lambda r: (round(r["cost_regret"], 9), round(r["frontier_regret_acc"], 9))  # noqa: E731
@@ -376,7 +397,7 @@ def write_report(out: Path, summary: dict, grouped: dict, stored: dict) -> None:
         figure_retrace(row, sweeps, Path(f"{stem}_retrace.png"))
         if len(row["lr_sensitivity"]) > 1:
             figure_lr(row, Path(f"{stem}_lr.png"))
-            lines += [f"![{row['model']} on {row['dataset']}: the grid at three learning rates]({stem}_lr.png)", ""]
+            lines += [f"![{row['model']} on {row['dataset']}: the grid at three learning rates]({stem.name}_lr.png)", ""]
     (out / "summary.md").write_text("\n".join(lines))
     (out / "protocol.md").write_text("\n".join(protocol_lines(summary["knee_study"])) + "\n")
     (out / "verdict.md").write_text("\n".join(verdict_lines(summary) + [""] + knee_lines(summary["knee_study"])) + "\n")

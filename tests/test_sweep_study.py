@@ -133,6 +133,17 @@ def test_verdict_says_when_full_fine_tuning_is_no_ceiling():
     assert "Full fine-tuning was less accurate than the plan's cut (-20.0 [" in pair_sentences(row)
 
 
+def test_verdict_reads_the_knee_at_each_learning_rate():
+    from freezelab.study_report import lr_lines
+
+    curves = {"0.0001": {"cuts": [0, 1, 2, 3], "acc": [0.80, 0.85, 0.845, 0.60], "chosen": True},
+              "0.0003": {"cuts": [0, 2], "acc": [0.90, 0.70], "chosen": False}}
+    assert lr_lines([{"model": "m", "dataset": "d", "lr_sensitivity": {"0.0001": curves["0.0001"]}}]) == []
+    (text, _) = lr_lines([{"model": "m", "dataset": "d", "lr_sensitivity": curves}])
+    assert text.endswith("at lr 0.0001 (chosen on validation data) the best cut was 1 (85.0%), the deepest within 1 "
+                         "point of it 2; at lr 0.0003 the best cut was 0 (90.0%), the deepest within 1 point of it 0.")
+
+
 def test_frontier_regret_sees_a_cheaper_better_cut():
     acc = [0.70, 0.60, 0.90, 0.50]  # cut 2 is cheaper than the plan's cut 1 and 30 points better
     sweeps = [_sweep(0, acc, [0.5, 0.6, 0.2, 0.9], chosen=1, gains=[0, 0, 0, 0])]
