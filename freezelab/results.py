@@ -282,6 +282,14 @@ def load_sweeps(out: Path) -> dict[tuple[str, str], list[dict]]:
     return grouped
 
 
+def sweep_hours(sweep: dict) -> float:
+    """One sweep's wall time in hours: its latent cache, every grid cut and every baseline run (the
+    learning-rate picks, shared by a pair's seeds, are not timed)."""
+    seconds = [c["seconds"] for c in sweep["cuts"]] + [s["seconds"] for s in sweep["strategies"].values()
+                                                       if "seconds" in s]  # semantic-plan reuses a grid cut's run
+    return (sum(seconds) + sweep.get("cache_seconds", 0.0)) / 3600
+
+
 def protocol() -> dict:
     """The study's fixed constants, recorded beside its results (the book quotes them from here)."""
     from .sweep import DENSE_ALL_UP_TO, DENSE_STRIDE, LENS_VARIANTS, RULE_VARIANTS
@@ -308,8 +316,10 @@ def collect(out: Path, scale_name: str, scale, n_boot: int = N_BOOT) -> dict:
     complete = {pair: sweeps for pair, sweeps in grouped.items() if all(s["complete"] for s in sweeps)}
     done = {(m, d, s["seed"]) for (m, d), sweeps in stored.items() for s in sweeps if s["complete"]}
     planned = [(m, d, seed) for m, d in expected for seed in scale.seeds_for(d)]
+    hours = [sweep_hours(s) for sweeps in stored.values() for s in sweeps if s["complete"]]
     status = {"planned": len(planned), "complete": sum(unit in done for unit in planned),
-              "missing": [list(unit) for unit in planned if unit not in done]}
+              "missing": [list(unit) for unit in planned if unit not in done],
+              "hours": sum(hours), "median_sweep_hours": float(np.median(hours)) if hours else None}
     summary = {"scale": scale_name, "budget": asdict(scale), "protocol": protocol(), "status": status, "rows": rows,
                "rules": leaderboard(rows),
                "knee_study": knee_study(complete, expected, seeds_of, n_boot)}

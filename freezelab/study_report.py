@@ -155,14 +155,27 @@ def top25_outcome(vs: dict) -> str:
     return "; ".join(said) + f": {overall}"
 
 
+def compute_sentence(status: dict) -> str:
+    """What the complete sweeps cost in wall time (`results.sweep_hours`), and what the rest would at their median."""
+    if not status["complete"]:
+        return ""
+    median = status["median_sweep_hours"]
+    text = (f" Their runs took {status['hours']:.1f} hours of wall time on the CPU that made them (the cache, "
+            f"every grid cut and baseline; not the learning-rate picks; partly beside other work), "
+            f"{60 * median:.0f} min per sweep at the median")
+    left = len(status["missing"])
+    return text + (f"; at that median the {_n(left, 'sweep')} still to come would take about "
+                   f"{left * median:.1f} hours more." if left else ".")
+
+
 def status_sentence(status: dict) -> str:
     done, planned = status["complete"], status["planned"]
     text = f"**Status: {done} of {planned} planned sweeps (model x data set x seed) are complete"
     if done == planned:
-        return text + ".**"
+        return text + ".**" + compute_sentence(status)
     left = "; ".join(f"{m} x {d} seed {seed}" for m, d, seed in status["missing"])
-    return (text + f"; the study is still running.** Still to come: {left}. Each pair below uses its complete "
-            "seeds; its numbers can move as the other seeds arrive.")
+    return (text + f"; the study is still running.** Still to come: {left}." + compute_sentence(status)
+            + " Each pair below uses its complete seeds; its numbers can move as the other seeds arrive.")
 
 
 def answer_lines(summary: dict) -> list[str]:

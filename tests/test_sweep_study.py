@@ -144,6 +144,26 @@ def test_verdict_reads_the_knee_at_each_learning_rate():
                          "point of it 2; at lr 0.0003 the best cut was 0 (90.0%), the deepest within 1 point of it 0.")
 
 
+def test_status_states_the_measured_compute_and_what_is_left():
+    from freezelab.results import sweep_hours
+    from freezelab.study_report import status_sentence
+
+    sweep = {"cuts": [{"seconds": 1800.0}, {"seconds": 900.0}], "cache_seconds": 360.0,
+             "strategies": {"full": {"seconds": 540.0}, "semantic-plan": {"cut": 1}}}
+    assert sweep_hours(sweep) == pytest.approx(1.0)  # 3600 s; semantic-plan reuses cut 1's run
+    status = {"planned": 3, "complete": 2, "missing": [["m", "d", 2]], "hours": 1.5, "median_sweep_hours": 0.75}
+    assert status_sentence(status) == (
+        "**Status: 2 of 3 planned sweeps (model x data set x seed) are complete; the study is still running.** "
+        "Still to come: m x d seed 2. Their runs took 1.5 hours of wall time on the CPU that made them (the cache, "
+        "every grid cut and baseline; not the learning-rate picks; partly beside other work), 45 min per sweep at "
+        "the median; at that median the 1 sweep still to come would take about 0.8 hours more. Each pair below uses its "
+        "complete seeds; its numbers can move as the other seeds arrive.")
+    done = {**status, "complete": 3, "missing": []}
+    assert status_sentence(done).endswith("are complete.** Their runs took 1.5 hours of wall time on the CPU that "
+                                          "made them (the cache, every grid cut and baseline; not the learning-rate "
+                                          "picks; partly beside other work), 45 min per sweep at the median.")
+
+
 def test_frontier_regret_sees_a_cheaper_better_cut():
     acc = [0.70, 0.60, 0.90, 0.50]  # cut 2 is cheaper than the plan's cut 1 and 30 points better
     sweeps = [_sweep(0, acc, [0.5, 0.6, 0.2, 0.9], chosen=1, gains=[0, 0, 0, 0])]

@@ -19,6 +19,8 @@ commit() {  # retry while another process holds the index
 }
 for unit in $UNITS; do
     if [ "$unit" = lr-sensitivity ]; then
+        lr_done=$(grep -l '"complete": true' "$OUT"/runs/smollm2-135m/bbc-news/lr-sensitivity/*/sweep.json 2>/dev/null | wc -l)
+        [ "$lr_done" -ge 2 ] && continue  # both learning rates either side finished in an earlier session
         echo "== $(date -u +%FT%TZ) learning-rate sensitivity: smollm2-135m / bbc-news"
         $PY -m freezelab.study --scale full --out "$OUT" --lr-sensitivity --models smollm2-135m --datasets bbc-news \
             && commit "Study: learning-rate sensitivity of smollm2-135m on bbc-news" \
