@@ -277,3 +277,5 @@ def test_run_times_come_from_the_notebooks_execution_metadata(tmp_path):
         ext.runtime_substitutions(tmp_path)
     stored = ext.runtime_substitutions(NOTEBOOKS)  # the repository's notebooks all have their timing
     assert {f"runtime_{p.stem}" for p in NOTEBOOKS.glob("assignments/solutions/*.ipynb")} <= stored.keys()
+    pages = "".join(p.read_text(encoding="utf-8") for p in BOOK.glob("**/*.md") if "_build" not in p.parts)
+    assert [key for key in stored if f"{{{{ {key} }}}}" not in pages] == []  # each one is quoted somewhere
