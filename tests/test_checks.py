@@ -401,6 +401,25 @@ def test_budget_cut_check_explains_mistakes(fn, pattern):
     _fails(checks.check_budget_cut, fn, pattern)
 
 
+def test_hidden_budget_cases_always_leave_a_cut_that_fits(monkeypatch):
+    """The draws that once put the hidden budget below every cut's cost (6 blocks, the lowest budget drawn),
+    so that even a correct budget_cut lost the points (plan raises: no cut fits)."""
+    class Lowest:
+        def normal(self, loc, scale, size):
+            return np.zeros(size)
+
+        def integers(self, low, high):
+            return low
+
+        def uniform(self, low, high):
+            return low
+
+    monkeypatch.setattr(checks, "_hidden_rng", Lowest)
+    cases = checks.budget_cases()
+    assert [label for label, _, ratio, _, budget in cases if budget < ratio.min()] == []
+    checks.check_budget_cut(lambda b, r, budget: _best(b, np.flatnonzero(r <= budget)))
+
+
 # ---- the written defence --------------------------------------------------------------------------------
 
 
