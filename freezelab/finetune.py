@@ -296,8 +296,6 @@ def finetune(lm: LoadedModel, task: Task, plan: Plan | Schedule, train: Sequence
         raise
     if keep_checkpoint:
         save(steps)
-    elif ckpt is not None and ckpt.exists():
-        ckpt.unlink()  # the run is complete and result.json below holds what it measured
     lm.model.requires_grad_(False)
     after = evaluate(lm, enc_test, cache=test_cache, start=start)
     elapsed = sum(times)
@@ -309,4 +307,6 @@ def finetune(lm: LoadedModel, task: Task, plan: Plan | Schedule, train: Sequence
                        after.per_example_correct)
     if out is not None:
         result.save(Path(out) / "result.json")
+    if not keep_checkpoint and ckpt is not None and ckpt.exists():
+        ckpt.unlink()  # the run is complete and result.json holds what it measured
     return result

@@ -309,7 +309,8 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "dense", st
         folder = None if out is None else out / "runs" / name
         if folder is not None and (folder / "result.json").exists():
             stored = json.loads((folder / "result.json").read_text())
-            return stored, stored.get("wall_seconds", float("nan"))
+            if "wall_seconds" in stored:  # else finetune's own result.json, from a sweep stopped before it stored
+                return stored, stored["wall_seconds"]  # what it measures beside it: run it again
         t0 = time.perf_counter()
         r, extra = train_fn(folder)
         wall = time.perf_counter() - t0

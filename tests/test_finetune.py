@@ -14,7 +14,7 @@ import torch
 
 from freezelab.encode import collate, encode
 from freezelab.errors import FreezelabError
-from freezelab.finetune import batch_loss, finetune
+from freezelab.finetune import batch_loss, evaluate, finetune
 from freezelab.freeze import freeze
 from freezelab.hf import FreezeCallback
 from freezelab.lora import lora_blocks
@@ -200,11 +200,24 @@ def test_resume_after_crash_and_interrupt_reproduces_the_uninterrupted_run(basel
                  save_every=10, **RUN)
     assert torch.load(tmp_path / "checkpoint.pt")["step"] == 3
     assert not (tmp_path / "result.json").exists()
-    # resumed again in a fresh process (a freshly loaded model): finishes step 4
+    # resumed again: step 4 is trained and saved, then the evaluation after training crashes
     monkeypatch.setattr(ft, "collate", collate)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed while evaluating")
+
+    monkeypatch.setattr(ft, "evaluate", crash)
+    with pytest.raises(RuntimeError, match="killed while evaluating"):
+        finetune(load_model("smollm2-135m"), bbc, plan, data.train, data.test, out=tmp_path, resume=True,
+                 save_every=2, keep_checkpoint=False, **RUN)  # as sweeps run: no checkpoint once complete
+    assert torch.load(tmp_path / "checkpoint.pt")["step"] == 4  # kept until then: the trained steps are not lost
+    assert not (tmp_path / "result.json").exists()
+    # resumed in a fresh process (a freshly loaded model): nothing left to train, it evaluates
+    monkeypatch.setattr(ft, "evaluate", evaluate)
     lm = load_model("smollm2-135m")
-    result = finetune(lm, bbc, plan, data.train, data.test, out=tmp_path, resume=True, **RUN)
+    result = finetune(lm, bbc, plan, data.train, data.test, out=tmp_path, resume=True, keep_checkpoint=False, **RUN)
     assert json.loads((tmp_path / "result.json").read_text())["steps"] == 4
+    assert not (tmp_path / "checkpoint.pt").exists()  # removed once result.json holds the result
     assert_same_training(types.SimpleNamespace(lm=lm, result=result), baseline)
 
 

@@ -258,6 +258,16 @@ def test_study_at_ci_scale(tmp_path):
     verdict = (tmp_path / "verdict.md").read_text()
     assert "SmolLM2-135M-Instruct (dequantised Q4 GGUF) on movie-polarity** (1 seed)" in verdict
     assert verdict.startswith("**Status: 1 of 1 planned sweeps") and summary["status"]["missing"] == []
+    # a sweep stopped between finetune writing its own result.json and the sweep storing what it measures
+    # beside it (wall time, the re-trace): rerunning the study trains that run again; the others are read
+    stored = {p: p.read_text() for p in tmp_path.glob("runs/*/*/seed0/runs/*/result.json")}
+    top = tmp_path / "runs/smollm2-135m/movie-polarity/seed0/runs/cut00/result.json"
+    own = {k: v for k, v in json.loads(top.read_text()).items() if k not in ("wall_seconds", "deviation_after")}
+    top.write_text(json.dumps(own))
+    study_main(["--scale", "ci", "--out", str(tmp_path)])
+    again = json.loads(top.read_text())
+    assert "wall_seconds" in again and len(again["deviation_after"]) == 31
+    assert [p for p, text in stored.items() if p != top and p.read_text() != text] == []
     # the protocol the book quotes is the one the metrics ran with
     from freezelab.results import ACC_TOLERANCE, KNEE_SHARE
 
