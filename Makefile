@@ -25,12 +25,14 @@ demo: $(STAMP)
 # Package tests (incl. the strict book build and the ci-scale study), then every notebook at ci scale.
 test: $(STAMP)
 	test -e /usr/share/wordnet/data.noun || (apt-get update -qq && apt-get install -y -qq wordnet-base)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -p no:cacheprovider tests
 	FREEZELAB_SCALE=ci $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
 		--sanitize-with notebooks/sanitize.cfg notebooks/0*.ipynb notebooks/assignments/0*.ipynb \
 		notebooks/assignments/solutions/0*.ipynb
 
 test-fast: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
 
 # Re-execute the notebooks at full scale: their stored outputs are what the book shows.

@@ -17,11 +17,12 @@ from typing import Any, Callable
 
 import torch
 
-from freezelab.cache import LatentCache
-from freezelab.cost import cpu_model
-from freezelab.encode import Batch, Encoded, collate
-from freezelab.finetune import batch_loss
-from freezelab.models import LoadedModel, load_model
+from freezelab.train.cache import LatentCache
+from freezelab.costmodel.ledger import cpu_model
+from freezelab.model.encode import Batch, Encoded, collate
+from freezelab.train.finetune import batch_loss
+from freezelab.io import atomic_write_json
+from freezelab.model.models import LoadedModel, load_model
 
 LABEL_ROWS = 5  # classification over 5 fixed token ids: B x 5 logits, never B x T x V
 
@@ -37,7 +38,7 @@ FIXED_MMAP = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 
 def add_common_args(parser: argparse.ArgumentParser, model: str, twin: bool = True) -> None:
     """--model, --device, --json, --threads; with `twin`, --layers, --tiny and the hidden --memory-child."""
-    parser.add_argument("--model", default=model, help=f"for freezelab.models.load_model (default {model})")
+    parser.add_argument("--model", default=model, help=f"for freezelab.model.models.load_model (default {model})")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (fp32 on CPU, bf16 on CUDA)")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--threads", type=int,
@@ -162,6 +163,5 @@ def warm_up(lm: LoadedModel) -> None:
 
 def write_json(path: Path | None, payload: dict) -> None:
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(payload, indent=2) + "\n")
+        atomic_write_json(path, payload, newline=True)
         print(f"wrote {path}")

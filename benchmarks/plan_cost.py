@@ -20,13 +20,13 @@ import statistics
 import torch
 
 from _common import add_common_args, device_name, load, machine, seconds, train_step, write_json
-from freezelab.cost import cost
-from freezelab.data import load_task, split
-from freezelab.encode import batches, encode
-from freezelab.freeze import freeze
-from freezelab.models import LoadedModel
-from freezelab.planner import make_plan
-from freezelab.strategies import resolve
+from freezelab.costmodel.ledger import cost
+from freezelab.model.data import load_task, split
+from freezelab.model.encode import batches, encode
+from freezelab.train.freeze import freeze
+from freezelab.model.models import LoadedModel
+from freezelab.method.pipeline import make_plan
+from freezelab.train.strategies import resolve
 
 GOAL = 0.05  # planning seconds / epoch seconds
 
@@ -80,7 +80,7 @@ def main() -> None:
     print(f"{args.data}: {len(calib)} calibration examples, mean {run.seq_len} tokens; "
           f"{len(parts.train)} training examples\n")
     print(f"planning        {run.seconds:8.1f} s  (trace {run.trace.seconds:.1f} s; "
-          f"chosen cut k* = {run.plan.chosen_layer})")
+          f"chosen cut k* = {run.plan.cut})")
     print(f"full-FT step    {step_s:8.2f} s  (median of {len(times)}, batch {args.batch})")
     print(f"epoch           {epoch_s:8.1f} s  ({math.ceil(len(parts.train) / args.batch)} steps)")
     print(f"planning/epoch  {ratio:8.1%}  goal < {GOAL:.0%}: {'met' if ratio < GOAL else 'NOT met'}")
@@ -95,7 +95,7 @@ def main() -> None:
         "step_samples": times, "train_examples": len(parts.train), "epoch_seconds": epoch_s,
         "ratio_to_epoch": ratio, "goal": GOAL, "goal_met": ratio < GOAL,
         "ratio_to_calib_epoch": run.seconds / calib_epoch_s,
-        "forward_share_model": share, "chosen_cut": run.plan.chosen_layer,
+        "forward_share_model": share, "chosen_cut": run.plan.cut,
     })
 
 

@@ -4,7 +4,7 @@ Strategies (same batch, sequence length and AdamW): full fine-tuning, cut 0 (eve
 embeddings frozen), a plan (default: freeze the bottom half) recomputing its frozen prefix, the same
 plan reading h_k from a latent cache (`cache.build_cache`, built outside every timing), LoRA in every
 block, LoRA inside the plan, and a LISA draw (2 random blocks). Goals: every measured step-time ratio
-to full FT within 10% of the ledger's (`freezelab.cost.cost`), and peak memory within 15% of its
+to full FT within 10% of the ledger's (`freezelab.costmodel.ledger.cost`), and peak memory within 15% of its
 model. Timings interleave the strategies (each timed step right after an untimed one of the same
 strategy, as in training) and report medians; peak memory comes from a separate
 process (see _common.PeakMemory).
@@ -26,14 +26,14 @@ import torch
 
 from _common import (LABEL_ROWS, PeakMemory, add_common_args, device_name, load, machine, memory_child,
                      random_batch, seconds, train_step, warm_up, write_json)
-from freezelab.cache import build_cache
-from freezelab.cost import MB, cost
-from freezelab.encode import Batch, Encoded
-from freezelab.freeze import cut_of, freeze
-from freezelab.lora import ensure_lora
-from freezelab.models import LoadedModel
-from freezelab.plan import Plan
-from freezelab.strategies import LisaSchedule, resolve
+from freezelab.train.cache import build_cache
+from freezelab.costmodel.ledger import MB, cost
+from freezelab.model.encode import Batch, Encoded
+from freezelab.train.freeze import cut_of, freeze
+from freezelab.train.lora import ensure_lora
+from freezelab.model.models import LoadedModel
+from freezelab.method.plan import Plan
+from freezelab.train.strategies import LisaSchedule, resolve
 
 STRATEGIES = ("full", "cut0", "plan", "plan-cached", "lora", "lora-plan", "lisa")
 GOALS = {"time": 0.10, "memory": 0.15}  # allowed |measured / ledger - 1|
@@ -44,7 +44,7 @@ MEMORY = ("peak_mem_mb: peak memory added by the strategy's first two optimizer 
 
 
 def strategy_plans(lm: LoadedModel, plan_path: Path) -> dict[str, Plan]:
-    """Each strategy's plan from the freezelab.strategies registry; `plan_path` holds the plan."""
+    """Each strategy's plan from the freezelab.train.strategies registry; `plan_path` holds the plan."""
     plan = resolve(str(plan_path), lm)
     lisa = LisaSchedule(lm.num_layers, min(2, lm.num_layers))(0)
     lisa.extras["strategy"] = "lisa:2"

@@ -18,8 +18,8 @@ import torch
 
 from _common import (PeakMemory, add_common_args, device_name, load, machine, memory_child, random_batch,
                      warm_up, write_json)
-from freezelab.models import LoadedModel
-from freezelab.trace import run_backbone, trace_encoded
+from freezelab.model.models import LoadedModel
+from freezelab.method.trace import run_backbone, trace_encoded
 
 GOAL = 1.2  # tracing's peak / the plain forward's peak
 

@@ -5,19 +5,19 @@ The method in METHOD.md notation, one module a step:
 and then freeze / finetune under the plan, with baselines and the oracle sweep to check it.
 """
 
-from .cost import Cost, cost
-from .data import Example, Split, Task, list_datasets, load_task, split
-from .deviation import LENSES, Deviation, deviation
-from .errors import FreezelabError
-from .finetune import RunResult, finetune
-from .freeze import freeze
-from .gains import Gains, layer_gains
-from .law import Law, fit_scaling_law
-from .models import LoadedModel, list_models, load_model
-from .plan import RULES, Plan, plan
-from .planner import PlanRun, make_plan
-from .basis import semantic_basis
-from .trace import Trace, trace
+from freezelab.costmodel.ledger import Cost, cost
+from freezelab.model.data import Example, Split, Task, list_datasets, load_task, split
+from freezelab.method.lens import LENSES, Deviation, deviation
+from freezelab.errors import FreezelabError
+from freezelab.train.finetune import RunResult, finetune
+from freezelab.train.freeze import freeze
+from freezelab.method.gains import Gains, layer_gains
+from freezelab.method.law import Law, fit_scaling_law
+from freezelab.model.models import LoadedModel, list_models, load_model
+from freezelab.method.plan import RULES, Plan, plan
+from freezelab.method.pipeline import PlanRun, make_plan
+from freezelab.method.basis import semantic_basis
+from freezelab.method.trace import Trace, trace
 
 __all__ = [
     "Cost", "Deviation", "Example", "FreezelabError", "Gains", "LENSES", "Law", "LoadedModel", "Plan",

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .errors import FreezelabError
+from freezelab.errors import FreezelabError
+from freezelab.io import atomic_write_json
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -33,8 +34,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 def _load(args: argparse.Namespace):
     """The model, the task and its seeded split from the common arguments."""
-    from .data import load_task, split
-    from .models import load_model
+    from freezelab.model.data import load_task, split
+    from freezelab.model.models import load_model
 
     try:
         label_map = json.loads(args.label_map) if args.label_map else None
@@ -48,7 +49,7 @@ def _load(args: argparse.Namespace):
 
 
 def _cmd_models(_args: argparse.Namespace) -> None:
-    from .models import list_models
+    from freezelab.model.models import list_models
 
     for m in list_models():
         print(f"{'*' if m.offline else ' '} {m.name:<34} {m.description}")
@@ -56,7 +57,7 @@ def _cmd_models(_args: argparse.Namespace) -> None:
 
 
 def _cmd_datasets(_args: argparse.Namespace) -> None:
-    from .data import list_datasets
+    from freezelab.model.data import list_datasets
 
     for d in list_datasets():
         print(f"{'*' if d.offline else ' '} {d.name:<16} {d.kind:<15} {d.description}")
@@ -72,14 +73,16 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
 
 def _cmd_plan(args: argparse.Namespace) -> None:
-    from . import report
-    from .planner import make_plan
+    from freezelab.ui import report
+    from freezelab.method.pipeline import make_plan
 
-    if args.budget is not None and args.rule != "budget":
-        args.rule = "budget"
+    from freezelab.method.plan import check_rule
+
+    rule = args.rule or ("budget" if args.budget is not None else "argmax-excess")
+    check_rule(rule, args.budget, args.share)  # before the model loads
     lm, task, parts = _load(args)
     run = make_plan(lm, task, parts.calib, lens=args.lens, restrict_to_labels=not args.full_vocab,
-                    include_embedding=args.include_embedding, rule=args.rule, budget=args.budget,
+                    include_embedding=args.include_embedding, rule=rule, budget=args.budget, share=args.share,
                     cached=args.cached, batch_size=args.batch_size, max_length=args.max_length,
                     first_token=args.first_token, progress=not args.json)
     if args.out:
@@ -95,8 +98,8 @@ def _cmd_plan(args: argparse.Namespace) -> None:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> None:
-    from .finetune import finetune
-    from .strategies import resolve
+    from freezelab.train.finetune import finetune
+    from freezelab.train.strategies import resolve
 
     lm, task, parts = _load(args)
     train = parts.train[: args.n_train] if args.n_train else parts.train
@@ -111,7 +114,7 @@ def _cmd_finetune(args: argparse.Namespace) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
-    from .sweep import run_sweep
+    from freezelab.study.sweep import run_sweep
 
     lm, task, parts = _load(args)
     report = run_sweep(lm, task, parts, cuts=args.cuts, steps=args.steps, lr=args.lr, lora_lr=args.lora_lr,
@@ -136,13 +139,13 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 
 def _cmd_cost(args: argparse.Namespace) -> None:
-    from .cost import MB, cost, device_constants
-    from .models import load_model
-    from .strategies import resolve
+    from freezelab.costmodel.ledger import MB, cost, device_constants
+    from freezelab.model.models import load_model
+    from freezelab.train.strategies import resolve
 
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
     chosen = resolve(args.plan, lm, max_length=args.seq_len or 256)
-    chosen = chosen(0) if callable(chosen) else chosen  # a LISA schedule: its first draw
+    chosen = chosen(0)  # a LISA schedule: its first draw
     calibration = chosen.extras.get("calibration", {})
     seq_len = args.seq_len or calibration.get("seq_len")
     if seq_len is None:
@@ -158,12 +161,12 @@ def _cmd_cost(args: argparse.Namespace) -> None:
           f"peak {priced.peak_memory_bytes / MB:.0f} MB")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(priced.to_dict(), indent=2) + "\n")
+        atomic_write_json(args.json, priced.to_dict(), newline=True)
         print(f"wrote {args.json}")
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
-    from .classroom.grade import main
+    from freezelab.classroom.grade import main
 
     return main(args.notebook, json_path=args.json, timeout=args.timeout)
 
@@ -185,8 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lens", default="logit", help="logit, cosine or kl")
     p.add_argument("--full-vocab", action="store_true", help="do not restrict the lens to the labels")
     p.add_argument("--include-embedding", action="store_true", help="fit the law from l = 0")
-    p.add_argument("--rule", default="argmax-excess", help="argmax-excess, argmax-raw or budget")
-    p.add_argument("--budget", type=float, default=None, help="cost ratio in (0, 1] (implies --rule budget)")
+    p.add_argument("--rule", default=None,
+                   help="argmax-excess (the paper's rule, the default), argmax-raw, budget, knee or knee-gain")
+    p.add_argument("--budget", type=float, default=None,
+                   help="the budget rule's cost cap, a share of full fine-tuning's step cost in (0, 1] "
+                        "(alone, it implies --rule budget)")
+    p.add_argument("--share", type=float, default=None,
+                   help="the knee rules' share of the predicted benefit to keep, in (0, 1]")
     p.add_argument("--cached", action="store_true", help="the budget counts the cached cost ratio")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", default=None, help="folder for plan.json, report.md and figures")

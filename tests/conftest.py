@@ -14,21 +14,21 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def smollm():
-    from freezelab.models import load_model
+    from freezelab.model.models import load_model
 
     return load_model("smollm2-135m")
 
 
 @pytest.fixture(scope="session")
 def bbc():
-    from freezelab.data import load_task
+    from freezelab.model.data import load_task
 
     return load_task("bbc-news")
 
 
 @pytest.fixture(scope="session")
 def bbc_split(bbc):
-    from freezelab.data import split
+    from freezelab.model.data import split
 
     return split(bbc, seed=0, n_calib=32)
 

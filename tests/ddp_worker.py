@@ -14,9 +14,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from freezelab.freeze import freeze
-from freezelab.models import LoadedModel, load_model
-from freezelab.plan import Plan
+from freezelab.train.freeze import freeze
+from freezelab.model.models import LoadedModel, load_model
+from freezelab.method.plan import Plan
 
 TINY = dict(num_hidden_layers=4, hidden_size=64, intermediate_size=128, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=1000)

@@ -2,8 +2,8 @@
 
 import torch
 
-from freezelab.basis import semantic_basis, semantic_basis_columns
-from freezelab.models import load_model
+from freezelab.method.basis import semantic_basis, semantic_basis_columns
+from freezelab.model.models import load_model
 
 
 def test_columns_equal_the_full_pseudo_inverse():

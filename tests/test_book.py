@@ -245,7 +245,7 @@ def test_method_page_quotes_the_reference_trace(built_book):
         # a substitution inside $...$ is not replaced: MathJax would typeset its name
         assert "{{" not in page.read_text(encoding="utf-8"), f"an unreplaced substitution on {page.name}"
     text = (html / "method.html").read_text(encoding="utf-8")
-    assert re.search(rf"excess argmax picks block\s+{ref['chosen_layer']}\b", text)  # the source wraps lines
+    assert re.search(rf"excess argmax picks block\s+{ref['cut']}\b", text)  # the source wraps lines
     assert f"{ref['law']['r2']:.2f}" in text
 
 

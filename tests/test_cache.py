@@ -7,12 +7,12 @@ loss and every trained parameter's gradient from the cache match the full forwar
 import pytest
 import torch
 
-from freezelab.cache import build_cache
-from freezelab.encode import Encoded, collate
+from freezelab.train.cache import build_cache
+from freezelab.model.encode import Encoded, collate
 from freezelab.errors import FreezelabError
-from freezelab.finetune import batch_loss
-from freezelab.freeze import freeze
-from freezelab.plan import Plan
+from freezelab.train.finetune import batch_loss
+from freezelab.train.freeze import freeze
+from freezelab.method.plan import Plan
 
 from test_models import TINY, tiny
 
@@ -37,8 +37,8 @@ def family(name: str):
 
 
 def tiny_gemma_mixed():
-    from freezelab.arch import architecture_for
-    from freezelab.models import LoadedModel, random_model
+    from freezelab.model.arch import architecture_for
+    from freezelab.model.models import LoadedModel, random_model
 
     model = random_model("gemma3-270m", **TINY["gemma3-270m"], sliding_window=3,
                          layer_types=["sliding_attention", "full_attention", "sliding_attention"]).eval()
@@ -75,7 +75,7 @@ def test_cached_suffix_equals_full_forward(name, classify):
 
 
 def test_trace_from_cache_equals_the_trace(tmp_path):
-    from freezelab.trace import trace_encoded
+    from freezelab.method.trace import trace_encoded
 
     lm = family("smollm2-135m")
     lm.tokenizer = type("T", (), {"pad_token_id": 0})()

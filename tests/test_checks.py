@@ -117,7 +117,7 @@ def test_solution_notebook_runs_in_a_kernel():
     nb = nbformat.read(SOLUTIONS / "02_fit_law.ipynb", as_version=4)
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(SOLUTIONS)}}).execute()
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert printed.count("\u2714") == 4 and f"k* = {checks.reference_trace()['chosen_layer']}" in printed
+    assert printed.count("\u2714") == 4 and f"k* = {checks.reference_trace()['cut']}" in printed
 
 
 # ---- the student notebooks ----------------------------------------------------------------------------
@@ -558,7 +558,7 @@ def test_solutions_pass_every_hidden_draw(name, monkeypatch, capsys):
 
 
 def _law_module_call(d):
-    import freezelab.law as law_module  # imported inside: only watching the call catches it
+    import freezelab.method.law as law_module  # imported inside: only watching the call catches it
 
     law = law_module.fit_scaling_law(d)
     return law.E, law.A, law.alpha
@@ -569,13 +569,13 @@ def _fit_by_helper(d):
 
 
 def _reference_fit(d):
-    from freezelab.law import fit_scaling_law
+    from freezelab.method.law import fit_scaling_law
 
     law = fit_scaling_law(d)
     return law.E, law.A, law.alpha
 
 
-fit_scaling_law_alias = __import__("freezelab.law", fromlist=["fit_scaling_law"]).fit_scaling_law
+fit_scaling_law_alias = __import__("freezelab.method.law", fromlist=["fit_scaling_law"]).fit_scaling_law
 
 
 def _fit_by_alias(d):
@@ -584,22 +584,22 @@ def _fit_by_alias(d):
 
 
 def _cut_by_plan(excess):
-    from freezelab.gains import Gains
-    from freezelab.plan import plan
+    from freezelab.method.gains import Gains
+    from freezelab.method.plan import plan
 
-    return plan(Gains(observed=excess, expected=0 * excess, excess=excess)).chosen_layer
+    return plan(Gains(observed=excess, expected=0 * excess, excess=excess)).cut
 
 
 def _benefit_by_curve(excess):
-    from freezelab.gains import Gains
-    from freezelab.plan import benefit_curve
+    from freezelab.method.gains import Gains
+    from freezelab.method.plan import benefit_curve
 
     return np.array([c.benefit for c in benefit_curve(Gains(observed=excess, expected=0 * excess, excess=excess))])
 
 
 def _gains_by_reference(d, E, A, alpha):
-    from freezelab.gains import layer_gains
-    from freezelab.law import Law
+    from freezelab.method.gains import layer_gains
+    from freezelab.method.law import Law
 
     g = layer_gains(d, Law(E=E, A=A, alpha=alpha, offset=0.0, first_layer=1, r2=0.0))
     return g.observed, g.expected, g.excess
@@ -608,19 +608,19 @@ def _gains_by_reference(d, E, A, alpha):
 def _basis_by_reference(W, y):
     from types import SimpleNamespace
 
-    from freezelab.basis import semantic_basis
+    from freezelab.method.basis import semantic_basis
 
     return semantic_basis(SimpleNamespace(lm_head=SimpleNamespace(weight=W), model=W))[:, y].T  # enough of a model
 
 
 @pytest.mark.parametrize("check,fn,uses", [
-    (checks.check_fit_law, _law_module_call, "freezelab.law.fit_scaling_law"),
-    (checks.check_fit_law, _fit_by_helper, "freezelab.law.fit_scaling_law"),
-    (checks.check_fit_law, _fit_by_alias, "freezelab.law.fit_scaling_law"),
-    (checks.check_argmax_cut, _cut_by_plan, "freezelab.plan.plan"),
+    (checks.check_fit_law, _law_module_call, "freezelab.method.law.fit_scaling_law"),
+    (checks.check_fit_law, _fit_by_helper, "freezelab.method.law.fit_scaling_law"),
+    (checks.check_fit_law, _fit_by_alias, "freezelab.method.law.fit_scaling_law"),
+    (checks.check_argmax_cut, _cut_by_plan, "freezelab.method.plan.plan"),
     (checks.check_benefit, _benefit_by_curve, "freezelab"),
     (checks.check_gains, _gains_by_reference, "freezelab"),
-    (checks.check_semantic_basis, _basis_by_reference, "freezelab.basis"),
+    (checks.check_semantic_basis, _basis_by_reference, "freezelab.method.basis"),
     (checks.check_budget_cut, lambda b, r, budget: checks._hidden_rng() and 0, "freezelab"),
 ], ids=["module", "helper", "alias", "plan", "benefit_curve", "layer_gains", "semantic_basis", "checks"])
 def test_calls_to_the_reference_are_refused(check, fn, uses):
@@ -690,7 +690,7 @@ def test_grade_runs_every_check_past_failures_and_tampering(tmp_path):
     """A submission with a loophole answer, a crashing cell and a patched check is graded check by check."""
     nb = json.loads((SOLUTIONS / "02_fit_law.ipynb").read_text())
     replace = {
-        "def fit_law(": "def fit_law(d):\n    from freezelab.law import fit_scaling_law\n    law = fit_scaling_law(d)\n"
+        "def fit_law(": "def fit_law(d):\n    from freezelab.method.law import fit_scaling_law\n    law = fit_scaling_law(d)\n"
                         "    return law.E, law.A, law.alpha\n",
         "checks.check_residuals(": "checks.check_argmax_cut = lambda fn: print('\u2714 patched')\n1 / 0",
         "def argmax_cut(": "def argmax_cut(excess):\n    inner = excess[1:len(excess) - 2]\n"
@@ -706,7 +706,7 @@ def test_grade_runs_every_check_past_failures_and_tampering(tmp_path):
     assert status == 1
     result = {c["check"]: c for c in report["checks"]}
     assert result["check_residuals"]["passed"] and result["check_gains"]["passed"]
-    assert "uses freezelab.law.fit_scaling_law" in result["check_fit_law"]["feedback"]
+    assert "uses freezelab.method.law.fit_scaling_law" in result["check_fit_law"]["feedback"]
     assert "block L-1" in result["check_argmax_cut"]["feedback"]  # graded by the original check
     assert report["score"] == 3 and report["max_score"] == 8
     assert any("ZeroDivisionError" in e["error"] for e in report["cell_errors"]) and "ZeroDivisionError" in table

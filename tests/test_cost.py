@@ -9,7 +9,7 @@ import pytest
 import torch
 import transformers
 
-from freezelab.cost import (
+from freezelab.costmodel.ledger import (
     ADAMW_FLOPS,
     ADAMW_STREAMS,
     ADAMW_TEMPS,
@@ -24,18 +24,19 @@ from freezelab.cost import (
     device_constants,
     full_training,
     ledger,
-    nominal_cost_curve,
+    curve,
     subset_ratios,
 )
-from freezelab.encode import Encoded, collate
-from freezelab.finetune import batch_loss
-from freezelab.freeze import freeze
-from freezelab.gains import Gains
-from freezelab.models import load_model
-from freezelab.plan import Plan, plan
-from freezelab.strategies import resolve
+from freezelab.costmodel.nominal import nominal_cost_curve
+from freezelab.model.encode import Encoded, collate
+from freezelab.train.finetune import batch_loss
+from freezelab.train.freeze import freeze
+from freezelab.method.gains import Gains
+from freezelab.model.models import load_model
+from freezelab.method.plan import Plan, plan
+from freezelab.train.strategies import resolve
 
-ledger_module = importlib.import_module("freezelab.cost")  # the package exports the function `cost`
+ledger_module = importlib.import_module("freezelab.costmodel.ledger")  # the package exports the function `cost`
 T, B = 32, 4  # tokens per sequence, sequences per step
 DEVICE = Device("test", 1e10, 1e9)  # fixed constants: no calibration in tests
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
@@ -159,11 +160,14 @@ def test_saved_activations_match_autograd(request, fixture):
     assert predicted == pytest.approx(not_kept, rel=0.2) and not_kept > 0.25 * sum(shape.block_saved[1:-1])
 
 
-def test_nominal_curve_is_the_textbook_formula():
+def test_nominal_curve_is_the_textbook_formula_and_the_ledgers():
     ratio, cached = nominal_cost_curve(6)
     k = np.arange(6)
     np.testing.assert_allclose(ratio, (6 + 2 * (6 - k)) / 18)
     np.testing.assert_allclose(cached, (6 - k) / 6)
+    for L in (1, 2, 6, 30):  # the closed form is the ledger's price of L equal blocks
+        for mine, ledgers in zip(nominal_cost_curve(L), curve(Shape.nominal(L), seq_len=1, batch_size=1, label_rows=0)):
+            np.testing.assert_allclose(mine, ledgers, rtol=1e-12)
     assert subset_ratios(4, [2, 3]) == pytest.approx((ratio_at(4, 2), (4 - 2) / 4))
     assert subset_ratios(4, [0, 2]) == pytest.approx(((4 + 4 + 2) / 12, (4 + 4 + 2) / 12))
     assert Plan.from_cut(6, 3).cost_ratio == pytest.approx(ratio[3])

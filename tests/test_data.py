@@ -1,4 +1,4 @@
-"""Tests of freezelab.data on the built-in offline data, user files and a real SmolLM2 tokenizer."""
+"""Tests of freezelab.model.data on the built-in offline data, user files and a real SmolLM2 tokenizer."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from freezelab.data import Example, Task, list_datasets, load_task, split
+from freezelab.model.data import Example, Task, list_datasets, load_task, split
 from freezelab.errors import FreezelabError
 
 BBC_COUNTS = {" sport": 511, " business": 510, " politics": 417, " tech": 401, " entertainment": 386}

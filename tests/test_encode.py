@@ -2,8 +2,8 @@
 
 import pytest
 
-from freezelab.data import Example, Task
-from freezelab.encode import _tail, batches, collate, encode
+from freezelab.model.data import Example, Task
+from freezelab.model.encode import _tail, batches, collate, encode
 from freezelab.errors import FreezelabError
 
 

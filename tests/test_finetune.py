@@ -12,17 +12,17 @@ import types
 import pytest
 import torch
 
-from freezelab.encode import collate, encode
+from freezelab.model.encode import collate, encode
 from freezelab.errors import FreezelabError
-from freezelab.finetune import batch_loss, evaluate, finetune
-from freezelab.freeze import freeze
-from freezelab.hf import FreezeCallback
-from freezelab.lora import lora_blocks
-from freezelab.models import load_model
-from freezelab.plan import Plan
-from freezelab.strategies import LisaSchedule, resolve
+from freezelab.train.finetune import batch_loss, evaluate, finetune
+from freezelab.train.freeze import freeze
+from freezelab.train.hf import FreezeCallback
+from freezelab.train.lora import lora_blocks
+from freezelab.model.models import load_model
+from freezelab.method.plan import Plan
+from freezelab.train.strategies import LisaSchedule, resolve
 
-ft = importlib.import_module("freezelab.finetune")  # the module (the package exports the function)
+ft = importlib.import_module("freezelab.train.finetune")  # the module (the package exports the function)
 CUT, L = 26, 30  # train the top 4 of SmolLM2's 30 blocks
 RUN = dict(steps=4, batch_size=4, lr=1e-3, max_length=16, progress=False)  # 8 examples: 2 epochs
 RESULT_KEYS = {"strategy", "trainable_params", "total_params", "steps", "seconds", "step_seconds", "loss_before",

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from freezelab.errors import FreezelabError
-from freezelab.gains import Gains, layer_gains
-from freezelab.law import Law, LowFitWarning, fit_scaling_law
-from freezelab.plan import RULES, CutPoint, Plan, benefit_curve, default_cost_curve, plan
+from freezelab.method.gains import Gains, layer_gains
+from freezelab.method.law import Law, LowFitWarning, fit_scaling_law
+from freezelab.method.plan import RULES, CutPoint, Plan, benefit_curve, default_cost_curve, plan
 
 # METHOD.md: SmolLM2-135M, BBC News, label-restricted logit lens (R^2 = 0.34, excess argmax = block 14).
 SMOLLM2_TRACE = [11.18, 5.36, 6.71, 5.56, 5.62, 4.52, 5.05, 5.33, 4.46, 5.94, 5.99, 6.69, 7.07, 5.86, 3.68, 4.11,
@@ -65,7 +65,7 @@ def test_flat_trace_gives_constant_law_and_zero_gains():
     gains = layer_gains(d, law)
     assert np.all(gains.observed == 0) and np.all(gains.expected == 0) and np.all(gains.excess == 0)
     chosen = plan(gains)
-    assert chosen.chosen_layer == 7  # every tie goes deeper: block L-1
+    assert chosen.cut == 7  # every tie goes deeper: block L-1
     assert all(c.benefit == 0 and c.benefit_ratio == 1 for c in chosen.curve)
 
 
@@ -95,7 +95,7 @@ def test_noisy_trace_warns_and_reference_trace_matches_method():
     with pytest.warns(LowFitWarning, match="mostly noise"):
         law = fit_scaling_law(SMOLLM2_TRACE)
     assert 0.25 < law.r2 < 0.45
-    assert plan(layer_gains(SMOLLM2_TRACE, law)).chosen_layer == 14
+    assert plan(layer_gains(SMOLLM2_TRACE, law)).cut == 14
 
 
 def test_law_dict_round_trip():
@@ -132,22 +132,22 @@ def test_planted_jump_is_chosen_by_excess_not_raw():
     d[9:] -= 1.0  # block 9 removes one extra nat
     gains = layer_gains(d, fit_scaling_law(d))
     chosen = plan(gains)
-    assert chosen.chosen_layer == 9
+    assert chosen.cut == 9
     assert chosen.frozen == list(range(9)) and chosen.trained == list(range(9, 16))
-    assert plan(gains, rule="argmax-raw").chosen_layer == 2  # raw gains decay with depth
+    assert plan(gains, rule="argmax-raw").cut == 2  # raw gains decay with depth
 
 
 def test_argmax_ties_go_deeper_and_skip_first_and_last_block():
     gains = gains_of([9.0, 1.0, 0.0, 1.0, 9.0])
-    assert plan(gains).chosen_layer == 4
-    assert plan(gains_of([0, 0, 0, 0, 0], observed=[9, 1, 0, 1, 9]), rule="argmax-raw").chosen_layer == 4
+    assert plan(gains).cut == 4
+    assert plan(gains_of([0, 0, 0, 0, 0], observed=[9, 1, 0, 1, 9]), rule="argmax-raw").cut == 4
 
 
 def test_argmax_needs_three_blocks_but_budget_does_not():
     gains = gains_of([-1.0, 0.5])
     with pytest.raises(FreezelabError, match="L >= 3"):
         plan(gains)
-    assert plan(gains, rule="budget", budget=1.0).chosen_layer == 0
+    assert plan(gains, rule="budget", budget=1.0).cut == 0
 
 
 def test_benefit_curve_known_answer():
@@ -169,7 +169,7 @@ def test_budget_rule_picks_best_benefit_within_budget(budget, cached, expected):
     # default costs for L = 5: ratio [1, .867, .733, .6, .467], cached [1, .8, .6, .4, .2];
     # benefits [3.5, 2.5, 2.5, 2, 2]
     chosen = plan(gains_of([-1.0, 2.0, -0.5, 0.0, -2.0]), rule="budget", budget=budget, cached=cached)
-    assert chosen.chosen_layer == expected
+    assert chosen.cut == expected
     assert (chosen.cost_ratio_cached if cached else chosen.cost_ratio) <= budget
     assert chosen.budget == budget and chosen.rule == "budget"
 
@@ -194,7 +194,7 @@ def test_budget_below_cheapest_cut_errors():
 def test_cost_curve_is_used_and_shape_checked():
     cost_curve = (np.array([1.0, 0.8, 0.5]), np.array([1.0, 0.6, 0.3]))
     chosen = plan(gains_of([0.0, 1.0, 0.0]), cost_curve=cost_curve)
-    assert (chosen.chosen_layer, chosen.cost_ratio, chosen.cost_ratio_cached) == (2, 0.5, 0.3)
+    assert (chosen.cut, chosen.cost_ratio, chosen.cost_ratio_cached) == (2, 0.5, 0.3)
     with pytest.raises(FreezelabError, match="shape"):
         plan(gains_of([0.0, 1.0, 0.0]), cost_curve=(np.ones(4), np.ones(4)))
 
@@ -205,14 +205,14 @@ def test_unknown_rule_lists_rules():
     assert RULES == ("argmax-excess", "argmax-raw", "budget", "knee", "knee-gain")
 
 
-@pytest.mark.parametrize("rule, budget", [("argmax-excess", None), ("argmax-raw", None), ("budget", 0.6),
-                                          ("knee", 0.7), ("knee-gain", 0.7)])
-def test_frozen_and_trained_partition_blocks(rule, budget):
+@pytest.mark.parametrize("rule, setting", [("argmax-excess", {}), ("argmax-raw", {}), ("budget", {"budget": 0.6}),
+                                           ("knee", {"share": 0.7}), ("knee-gain", {"share": 0.7})])
+def test_frozen_and_trained_partition_blocks(rule, setting):
     d = power_trace()
-    chosen = plan(layer_gains(d, fit_scaling_law(d)), rule=rule, budget=budget)
+    chosen = plan(layer_gains(d, fit_scaling_law(d)), rule=rule, **setting)
     assert sorted(chosen.frozen + chosen.trained) == list(range(16))
-    assert chosen.frozen == list(range(chosen.chosen_layer))
-    assert len(chosen.curve) == 16 and chosen.curve[chosen.chosen_layer].benefit == chosen.predicted_benefit
+    assert chosen.frozen == list(range(chosen.cut))
+    assert len(chosen.curve) == 16 and chosen.curve[chosen.cut].benefit == chosen.predicted_benefit
 
 
 def test_from_cut():
@@ -275,7 +275,7 @@ def test_load_errors_are_explained(tmp_path):
 
 
 def test_law_reports_parameters_on_their_bound():
-    from freezelab.law import BoundWarning
+    from freezelab.method.law import BoundWarning
 
     depth = np.arange(31.0)
     clean = 1.0 + 4.0 * np.maximum(depth, 1) ** -0.8
@@ -289,8 +289,19 @@ def test_law_reports_parameters_on_their_bound():
     assert Law.from_dict(json.loads(json.dumps(law.to_dict()))) == law
 
 
+def test_each_rule_takes_its_own_setting():
+    g = layer_gains(power_trace(), fit_scaling_law(power_trace()))
+    with pytest.raises(FreezelabError, match=r"share= \(--share\), not a cost budget"):
+        plan(g, rule="knee", budget=0.9)  # a cost cap is not a share of the benefit
+    with pytest.raises(FreezelabError, match="needs the share"):
+        plan(g, rule="knee-gain")
+    with pytest.raises(FreezelabError, match="a share only applies to the knee rules"):
+        plan(g, rule="budget", budget=0.5, share=0.5)
+    assert plan(g, rule="knee", share=0.9).share == 0.9 and plan(g, rule="knee", share=0.9).budget is None
+
+
 def test_knee_rules_keep_a_share_of_the_benefit():
-    from freezelab.plan import knee_cut
+    from freezelab.method.plan import knee_cut
 
     values = np.array([0.0, 0.0, 1.0, 0.0, 3.0])  # blocks 1..5
     assert knee_cut(values, 0.5) == 4  # block 5 alone holds 3/4
@@ -298,8 +309,8 @@ def test_knee_rules_keep_a_share_of_the_benefit():
     assert knee_cut(np.zeros(4), 0.5) == 0  # nothing predicted: train every block
     excess = np.array([0.0, 0.5, -0.2, -0.1, 0.3, -0.6])
     g = Gains(observed=excess, expected=np.zeros(6), excess=excess)
-    assert plan(g, rule="knee-gain", budget=0.9).chosen_layer == 1  # blocks 2..6 keep 0.8 >= 0.72
-    assert plan(g, rule="knee-gain", budget=0.3).chosen_layer == 4  # block 5's 0.3 >= 0.24
-    assert plan(g, rule="knee", budget=0.6).chosen_layer == 5  # block 6's shortfall 0.6 of 0.9
+    assert plan(g, rule="knee-gain", share=0.9).cut == 1  # blocks 2..6 keep 0.8 >= 0.72
+    assert plan(g, rule="knee-gain", share=0.3).cut == 4  # block 5's 0.3 >= 0.24
+    assert plan(g, rule="knee", share=0.6).cut == 5  # block 6's shortfall 0.6 of 0.9
     with pytest.raises(FreezelabError, match="share"):
         plan(g, rule="knee")

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from freezelab.basis import decompose, semantic_basis
+from freezelab.method.basis import decompose, semantic_basis
 from freezelab.cli import main
-from freezelab.deviation import deviation, lens_top_tokens
-from freezelab.encode import collate, encode
+from freezelab.method.lens import deviation, lens_top_tokens
+from freezelab.model.encode import collate, encode
 from freezelab.errors import FreezelabError
-from freezelab.planner import make_plan
-from freezelab.trace import trace
+from freezelab.method.pipeline import make_plan
+from freezelab.method.trace import trace
 
 SCHEMA = json.loads(files("freezelab").joinpath("plan.schema.json").read_text())
 
@@ -103,8 +103,8 @@ def test_make_plan_end_to_end_validates_against_schema(smollm, bbc, bbc_split):
     d = run.plan.to_dict()
     jsonschema.validate(d, SCHEMA)
     assert sorted(d["frozen"] + d["trained"]) == list(range(30))
-    assert d["frozen"] == list(range(d["chosen_layer"]))
-    assert 2 <= d["chosen_layer"] <= 29
+    assert d["frozen"] == list(range(d["cut"]))
+    assert 2 <= d["cut"] <= 29
     assert len(d["deviation"]) == 31 and len(d["gains"]["excess"]) == 30
     assert 0 < d["predicted"]["cost_ratio_cached"] < d["predicted"]["cost_ratio"] < 1
     assert d["calibration"]["n"] == 32

@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-from freezelab.arch import ARCHITECTURES, architecture_for
+from freezelab.model.arch import ARCHITECTURES, architecture_for
 from freezelab.errors import FreezelabError
-from freezelab.models import (OFFLINE_MODELS, LoadedModel, list_models, load_model, random_model,
+from freezelab.model.models import (OFFLINE_MODELS, LoadedModel, list_models, load_model, random_model,
                               resolve_device, resolve_dtype)
-from freezelab.trace import run_backbone
-from freezelab.encode import Batch
+from freezelab.method.trace import run_backbone
+from freezelab.model.encode import Batch
 
 TINY = {
     "smollm2-135m": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3,
@@ -107,7 +107,7 @@ def test_real_model_perplexity_far_below_random(smollm):
 
 
 def test_converted_cache_is_plain_safetensors(smollm):
-    from freezelab.models import cache_dir
+    from freezelab.model.models import cache_dir
 
     folder = cache_dir() / "models" / "smollm2-135m"
     assert (folder / "model.safetensors").exists()
@@ -150,7 +150,7 @@ def test_list_models_marks_offline(smollm):
 
 def test_local_hub_folder_loads_by_path(tmp_path, monkeypatch):
     """A Hugging Face folder (`save_pretrained`) loads by its path through the hub-id code path."""
-    import freezelab.models as models
+    import freezelab.model.models as models
     from transformers import AutoTokenizer
 
     converted = models.cache_dir() / "models" / "smollm2-135m"

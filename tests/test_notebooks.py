@@ -93,7 +93,7 @@ def test_parameters_cell_ran_at_full_scale(notebook):
     name, nb = notebook
     cells = [c for c in _code(nb) if all(v in _source(c) for v in ENV_VARS)]
     assert len(cells) == 1, f"{name}: expected one parameters cell reading {ENV_VARS}"
-    assert "preset(SCALE)" in _source(cells[0]), f"{name}: sizes must come from freezelab.scale.preset"
+    assert "preset(SCALE)" in _source(cells[0]), f"{name}: sizes must come from freezelab.ui.scale.preset"
     printed = "".join(_text(o) for o in cells[0].get("outputs", []))
     assert "scale: full" in printed, (
         f"{name}: stored outputs are not from a full-scale run (parameters cell printed {printed!r}); "
@@ -171,7 +171,7 @@ def test_prose_quotes_glued_outputs(notebook):
 
 
 def test_glue_is_a_no_op_without_myst_nb(monkeypatch, capsys):
-    from freezelab.plots import glue
+    from freezelab.ui.plots import glue
 
     monkeypatch.setitem(sys.modules, "myst_nb", None)  # Colab: the book's tools are not installed
     glue(k=12)
@@ -203,7 +203,7 @@ def test_a_widget_explorer_is_stored():
     stored = [name for name in NAMES
               if _load(name)["metadata"].get("widgets", {})
               .get("application/vnd.jupyter.widget-state+json", {}).get("state")]
-    assert stored, "no notebook stores widget state (an explorer from freezelab.widgets)"
+    assert stored, "no notebook stores widget state (an explorer from freezelab.ui.widgets)"
 
 
 # --- scale presets -----------------------------------------------------------------------------
@@ -211,7 +211,7 @@ def test_a_widget_explorer_is_stored():
 
 def test_scale_presets():
     from freezelab.errors import FreezelabError
-    from freezelab.scale import PRESETS, preset
+    from freezelab.ui.scale import PRESETS, preset
 
     ci, full, gpu = preset("ci"), preset("full"), preset("gpu")
     assert set(PRESETS) == {"ci", "full", "gpu"}
@@ -230,7 +230,7 @@ def test_scale_presets():
 def test_auto_scale_follows_cuda(monkeypatch):
     import torch
 
-    from freezelab.scale import preset
+    from freezelab.ui.scale import preset
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert preset("auto").name == "gpu"
@@ -242,8 +242,8 @@ def test_auto_scale_follows_cuda(monkeypatch):
 
 
 def _gains():
-    from freezelab.gains import layer_gains
-    from freezelab.law import fit_scaling_law
+    from freezelab.method.gains import layer_gains
+    from freezelab.method.law import fit_scaling_law
 
     d = 1.0 + 4.0 * np.maximum(np.arange(13), 1) ** -0.8
     d[0], d[6:] = 8.0, d[6:] - 0.5
@@ -251,21 +251,21 @@ def _gains():
 
 
 def test_budget_view_follows_the_budget_rule():
-    from freezelab.plan import default_cost_curve, plan
-    from freezelab.widgets import budget_view
+    from freezelab.method.plan import default_cost_curve, plan
+    from freezelab.ui.widgets import budget_view
 
     gains, costs = _gains(), default_cost_curve(12)
     for budget in (0.4, 0.7, 1.0):
         chosen, text = budget_view(gains, costs, budget)
         expected = plan(gains, rule="budget", budget=budget, cost_curve=costs)
-        assert chosen.chosen_layer == expected.chosen_layer and chosen.cost_ratio <= budget + 1e-12
-        assert f"freeze blocks 1..{chosen.chosen_layer}" in text
+        assert chosen.cut == expected.cut and chosen.cost_ratio <= budget + 1e-12
+        assert f"freeze blocks 1..{chosen.cut}" in text
 
 
 def test_budget_explorer_builds():
     pytest.importorskip("ipywidgets")
-    from freezelab.plan import default_cost_curve
-    from freezelab.widgets import budget_explorer
+    from freezelab.method.plan import default_cost_curve
+    from freezelab.ui.widgets import budget_explorer
 
     box = budget_explorer(_gains(), default_cost_curve(12), budget=0.6)
     slider, label = box.children[:2]
@@ -275,7 +275,7 @@ def test_budget_explorer_builds():
 
 
 def test_lens_table_escapes_tokens():
-    from freezelab.widgets import lens_table
+    from freezelab.ui.widgets import lens_table
 
     html = lens_table([["<a>", "b"], ["c", "&"]], np.array([[0.5, 0.25], [0.9, 0.1]]), 1)
     assert "l = 1" in html and "&amp;" in html and "0.900" in html and "<a>" not in html
@@ -290,4 +290,4 @@ def test_chapters_agree_with_the_reference_trace():
     law = "".join(_text(o) for c in _code(_load("04_scaling_law")) for o in c.get("outputs", []))
     assert f"R^2 = {ref['law']['r2']:.2f} over latent spaces" in law
     plan = "".join(_text(o) for c in _code(_load("05_freeze_plan")) for o in c.get("outputs", []))
-    assert re.search(rf"chosen_layer: {ref['chosen_layer']}\b", plan)
+    assert re.search(rf"cut: {ref['cut']}\b", plan)

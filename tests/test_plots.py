@@ -13,10 +13,10 @@ from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from freezelab.errors import FreezelabError  # noqa: E402
-from freezelab.gains import layer_gains  # noqa: E402
-from freezelab.law import fit_scaling_law  # noqa: E402
-from freezelab.plan import Plan, plan  # noqa: E402
-from freezelab.plots import plot_benefit_cost, plot_deviation, plot_gains, plot_lens_heatmap  # noqa: E402
+from freezelab.method.gains import layer_gains  # noqa: E402
+from freezelab.method.law import fit_scaling_law  # noqa: E402
+from freezelab.method.plan import Plan, plan  # noqa: E402
+from freezelab.ui.plots import plot_benefit_cost, plot_deviation, plot_gains, plot_lens_heatmap  # noqa: E402
 
 L = 8
 
@@ -67,7 +67,7 @@ def test_plot_gains_bars_and_cut(deviation):
     fig = plot_gains(gains, chosen)
     ax = fig.axes[0]
     assert sum(len(c) for c in ax.containers) == 3 * L
-    assert any(f"k* = {chosen.chosen_layer}" in t for t in legend_texts(ax))
+    assert any(f"k* = {chosen.cut}" in t for t in legend_texts(ax))
     assert len(ax.patches) == 3 * L + 1  # bars + frozen region
     assert sum(len(c) for c in plot_gains(gains).axes[0].containers) == 3 * L
 
@@ -80,7 +80,7 @@ def test_plot_benefit_cost_marks_cut_and_budget(deviation):
     assert len(curves) == 2
     assert any("budget" in t for t in legend_texts(ax))
     star = ax.collections[0].get_offsets()
-    np.testing.assert_allclose(star[0], [chosen.cost_ratio, chosen.curve[chosen.chosen_layer].benefit_ratio])
+    np.testing.assert_allclose(star[0], [chosen.cost_ratio, chosen.curve[chosen.cut].benefit_ratio])
 
 
 def test_plot_benefit_cost_needs_a_curve():
@@ -107,7 +107,7 @@ def test_plot_lens_heatmap_shape_mismatch_errors():
 
 def test_pipeline_marks_each_chapter():
     from freezelab.errors import FreezelabError
-    from freezelab.plots import CHAPTER_STEPS, PIPELINE, plot_pipeline
+    from freezelab.ui.plots import CHAPTER_STEPS, PIPELINE, plot_pipeline
 
     assert len(PIPELINE) == 7 and set(CHAPTER_STEPS) == set(range(1, 8))
     assert sorted({s for steps in CHAPTER_STEPS.values() for s in steps}) == list(range(1, 8))
@@ -126,7 +126,7 @@ def test_book_style_and_committed_pipeline_figures():
 
     from matplotlib.image import imread
 
-    from freezelab.plots import CHAPTER_STEPS, DPI, MAX_WIDTH, book_style
+    from freezelab.ui.plots import CHAPTER_STEPS, DPI, MAX_WIDTH, book_style
 
     book_style()
     assert plt.rcParams["figure.dpi"] >= 150 and plt.rcParams["savefig.dpi"] >= 150

@@ -1,16 +1,18 @@
 """Strategies (baselines as plans) and LoRA placement, on tiny random models of real architectures."""
 
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 
 from freezelab.errors import FreezelabError
-from freezelab.freeze import freeze
-from freezelab.lora import LORA_TARGETS, ensure_lora, inject_lora, lora_blocks, lora_config_for
-from freezelab.models import load_model
-from freezelab.plan import Plan
-from freezelab.strategies import STRATEGIES, LisaSchedule, describe_strategies, resolve
+from freezelab.train.freeze import freeze
+from freezelab.model.adapter import LORA_TARGETS, Adapter
+from freezelab.train.lora import ensure_lora, inject_lora, lora_blocks, lora_config_for
+from freezelab.model.models import load_model
+from freezelab.method.plan import Plan
+from freezelab.train.strategies import STRATEGIES, LisaSchedule, describe_strategies, resolve
 
 TINY = dict(num_hidden_layers=8, hidden_size=64, intermediate_size=128, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=1000)
@@ -46,7 +48,7 @@ def test_fixed_strategies_give_valid_plans(tiny, spec, rule, trained):
     assert _partition_ok(plan, 8)
     assert (plan.rule, plan.trained, plan.extras["strategy"]) == (rule, trained, spec)
     assert 0 < plan.cost_ratio <= 1
-    if "lora" in plan.extras:  # adapters must be injected first
+    if plan.lora is not None:  # adapters must be injected first
         with pytest.raises(FreezelabError, match="ensure_lora"):
             freeze(tiny, plan)
     else:
@@ -58,16 +60,16 @@ def test_full_trains_embeddings_and_lora_trains_adapters_only(tiny):
     assert not full.freeze_embeddings and full.train_final_norm
     assert freeze(tiny, full) == tiny.num_params  # tied head follows the embedding: everything trains
     lora = resolve("lora", tiny)
-    assert lora.extras["lora"] == {"r": 8, "alpha": 16, "seed": 0} and not lora.train_final_norm
+    assert lora.lora == Adapter(r=8, alpha=16, seed=0) and not lora.train_final_norm
 
 
 def test_random_cut_is_seeded_and_in_range(tiny):
-    cuts = [resolve("random", tiny, seed=s).chosen_layer for s in range(20)]
+    cuts = [resolve("random", tiny, seed=s).cut for s in range(20)]
     assert all(1 <= k <= 7 for k in cuts)
     assert len(set(cuts)) > 2
     assert resolve("random", tiny, seed=3).trained == resolve("random", tiny, seed=3).trained
     plan = resolve("random", tiny, seed=3)
-    assert plan.rule == "random" and plan.frozen == list(range(plan.chosen_layer))
+    assert plan.rule == "random" and plan.frozen == list(range(plan.cut))
 
 
 def test_lisa_redraws_every_period_and_is_deterministic(tiny):
@@ -103,8 +105,8 @@ def test_gradnorm_picks_the_k_blocks_with_largest_relative_gradient(tiny_text, b
     for n, p in lm.model.named_parameters():
         assert torch.equal(p, before[n]) and p.requires_grad == flags[n] and p.grad is None
     # independent recomputation: one batch, torch.autograd.grad
-    from freezelab.encode import collate, encode
-    from freezelab.finetune import batch_loss
+    from freezelab.model.encode import collate, encode
+    from freezelab.train.finetune import batch_loss
 
     enc = encode(lm.tokenizer, bbc, calib, 32)
     lm.model.requires_grad_(True)
@@ -125,8 +127,8 @@ def test_plan_files_and_lora_plan(tiny, tmp_path):
         loaded = resolve(spec, tiny)
         assert (loaded.rule, loaded.trained) == ("argmax-excess", [5, 6, 7])
     lp = resolve("lora-plan", tiny, plan_path=tmp_path / "plan.json")
-    assert (lp.rule, lp.trained, lp.extras["lora"], lp.extras["base_rule"]) == (
-        "lora-plan", [5, 6, 7], {"r": 8, "alpha": 16, "seed": 0}, "argmax-excess")
+    assert (lp.rule, lp.trained, lp.lora, lp.extras["base_rule"]) == (
+        "lora-plan", [5, 6, 7], Adapter(r=8, alpha=16, seed=0), "argmax-excess")
     assert not lp.train_final_norm
     assert resolve(f"lora-plan:{tmp_path / 'plan.json'}", tiny).trained == [5, 6, 7]
 
@@ -187,7 +189,7 @@ def test_lora_adapts_every_target_only_in_trained_blocks(name):
     ids = torch.randint(0, 1000, (2, 7))
     with torch.no_grad():
         before = lm.model(input_ids=ids).logits
-    inject_lora(lm, plan)
+    inject_lora(lm, plan, Adapter())
     assert lora_blocks(lm) == [L - 2, L - 1]
     for i, block in enumerate(lm.blocks):
         adapted = {n.rsplit(".", 1)[-1] for n, m in block.named_modules() if hasattr(m, "lora_A")}
@@ -195,7 +197,7 @@ def test_lora_adapts_every_target_only_in_trained_blocks(name):
     with torch.no_grad():
         assert torch.equal(lm.model(input_ids=ids).logits, before)  # B = 0: outputs unchanged
     lora = Plan.from_cut(L, L - 2)
-    lora.extras["lora"] = {"r": 8, "alpha": 16}
+    lora = replace(lora, lora=Adapter.from_dict({"r": 8, "alpha": 16}))
     freeze(lm, lora)
     norm = {id(p) for p in lm.final_norm.parameters()}
     for n, p in lm.model.named_parameters():
@@ -205,8 +207,8 @@ def test_lora_adapts_every_target_only_in_trained_blocks(name):
 def test_lora_config_and_ensure_lora(tiny):
     lm = load_model("random:smollm2-135m", device="cpu", dtype="fp32", **TINY)
     plan = Plan.from_cut(8, 6)
-    plan.extras["lora"] = {"r": 4, "alpha": 8}
-    config = lora_config_for(plan, lm, r=4, alpha=8)
+    plan = replace(plan, lora=Adapter.from_dict({"r": 4, "alpha": 8}))
+    config = lora_config_for(plan, lm, Adapter(r=4, alpha=8))
     assert (config.r, config.lora_alpha, config.layers_to_transform, config.layers_pattern) == (4, 8, [6, 7], "layers")
     ensure_lora(lm, Plan.from_cut(8, 6))  # no LoRA in the plan: nothing injected
     assert lora_blocks(lm) == []
@@ -215,32 +217,32 @@ def test_lora_config_and_ensure_lora(tiny):
     assert lora_blocks(lm) == [6, 7]
     assert lm.blocks[6].self_attn.q_proj.lora_A["default"].weight.shape == (4, 64)
     other = Plan.from_cut(8, 4)
-    other.extras["lora"] = {"r": 4, "alpha": 8}
+    other = replace(other, lora=Adapter.from_dict({"r": 4, "alpha": 8}))
     with pytest.raises(FreezelabError, match=r"adapters in blocks \[6, 7\] but the plan trains \[4, 5, 6, 7\]"):
         ensure_lora(lm, other)
     with pytest.raises(FreezelabError, match="already has LoRA adapters"):
-        inject_lora(lm, plan)
+        inject_lora(lm, plan, Adapter())
     with pytest.raises(FreezelabError, match="made for 30 blocks"):
-        lora_config_for(Plan.from_cut(30, 2), tiny)
+        lora_config_for(Plan.from_cut(30, 2), tiny, Adapter())
 
 
 def test_missing_peft_names_the_install_command(tiny, monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` now raises ImportError
     with pytest.raises(FreezelabError, match=r"pip install 'freezelab\[peft\]'"):
-        lora_config_for(Plan.from_cut(8, 6), tiny)
+        lora_config_for(Plan.from_cut(8, 6), tiny, Adapter())
 
 
 def test_lora_plan_without_trained_blocks_is_rejected(tiny):
     empty = Plan(8, 8, list(range(8)), [], "manual", None, None, 0.0, 0.0, [])
     with pytest.raises(FreezelabError, match="at least one trained block"):
-        lora_config_for(empty, tiny)
+        lora_config_for(empty, tiny, Adapter())
 
 
 def test_lora_initialisation_follows_the_seed():
     def adapters(seed, global_seed):
         lm = load_model("random:smollm2-135m", device="cpu", dtype="fp32", **TINY)
         plan = Plan.from_cut(8, 6)
-        plan.extras["lora"] = {"r": 4, "alpha": 8, "seed": seed}
+        plan = replace(plan, lora=Adapter.from_dict({"r": 4, "alpha": 8, "seed": seed}))
         torch.manual_seed(global_seed)  # the global RNG must not decide the adapters
         ensure_lora(lm, plan)
         state = {n: p.detach().clone() for n, p in lm.model.named_parameters() if "lora_A" in n}

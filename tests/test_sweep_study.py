@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from freezelab.errors import FreezelabError
-from freezelab.results import Grid, leaderboard, paired, summarise_pair
-from freezelab.study import main as study_main
-from freezelab.sweep import CutResult, coarse_to_fine, parse_cuts, regret
+from freezelab.study.results import Grid, leaderboard, paired, summarise_pair
+from freezelab.study.runner import main as study_main
+from freezelab.study.sweep import CutResult, coarse_to_fine, parse_cuts, regret
 
 
 def test_parse_cuts_dense_every_even_all():
@@ -99,18 +99,18 @@ def test_metrics_on_a_grid_with_known_answers():
     assert random_cut["cost_regret"]["mean"] == pytest.approx(0.1875) and random_cut["cost"] == pytest.approx(0.625)
     # the verdict weighs top25 against the plan by paired intervals: 0.25 of cost saved (cut 3 has no cheaper
     # rival), no frontier regret either way, 30 points of oracle gap added
-    from freezelab.study_report import top25_outcome
+    from freezelab.study.report import top25_outcome
 
     vs = row["top25_vs_plan"]
     assert vs["delta_cost_regret"]["mean"] == pytest.approx(0.25) and vs["delta_oracle_gap"]["lo"] > 0.2
     assert top25_outcome(vs).endswith("mixed: better on cost regret; no detectable difference on frontier regret; "
                                       "worse on oracle gap")
-    from freezelab.study_report import answer_lines
+    from freezelab.study.report import answer_lines
 
     (answer, _) = answer_lines({"rows": [row], "rules": leaderboard([row])})
     assert "the plan's cut had the lower cost regret (paired interval clear of zero) on 0, the higher on 1" in answer
     assert "the lower frontier regret on 0, the higher on 0, no detectable difference on 1" in answer
-    from freezelab.study_report import bound_lines
+    from freezelab.study.report import bound_lines
 
     assert bound_lines([row])[0] == "The law's fit sat on a bound in 2 of the 2 traces so far: E on 2 (m x d)."
     # a plan at the cheap bad cut has a frontier regret of 0 but an oracle gap of 30 points
@@ -119,7 +119,7 @@ def test_metrics_on_a_grid_with_known_answers():
 
 
 def test_verdict_says_when_full_fine_tuning_is_no_ceiling():
-    from freezelab.study_report import pair_sentences
+    from freezelab.study.report import pair_sentences
 
     acc, loss = [0.80, 0.80, 0.80, 0.50], [0.30, 0.30, 0.31, 0.80]
     sweeps = [_sweep(s, acc, loss, chosen=1, gains=[0.0, 0.1, 0.5, 0.2]) for s in range(2)]
@@ -134,7 +134,7 @@ def test_verdict_says_when_full_fine_tuning_is_no_ceiling():
 
 
 def test_verdict_reads_the_knee_at_each_learning_rate():
-    from freezelab.study_report import lr_lines
+    from freezelab.study.report import lr_lines
 
     curves = {"0.0001": {"cuts": [0, 1, 2, 3], "acc": [0.80, 0.85, 0.845, 0.60], "chosen": True},
               "0.0003": {"cuts": [0, 2], "acc": [0.90, 0.70], "chosen": False}}
@@ -145,8 +145,8 @@ def test_verdict_reads_the_knee_at_each_learning_rate():
 
 
 def test_status_states_the_measured_compute_and_what_is_left():
-    from freezelab.results import sweep_hours
-    from freezelab.study_report import status_sentence
+    from freezelab.study.results import sweep_hours
+    from freezelab.study.report import status_sentence
 
     sweep = {"cuts": [{"seconds": 1800.0}, {"seconds": 900.0}], "cache_seconds": 360.0,
              "strategies": {"full": {"seconds": 540.0}, "semantic-plan": {"cut": 1}}}
@@ -211,9 +211,9 @@ def test_committed_cut_costs_come_from_the_pinned_pricing(smollm, bbc):
     calibration: the ledger reproduces seed 0's stored cut costs of SmolLM2 x BBC News exactly."""
     from pathlib import Path
 
-    from freezelab.cost import cut_cost_curve
-    from freezelab.encode import encode
-    from freezelab.study import SCALES, study_split
+    from freezelab.costmodel.ledger import cut_cost_curve
+    from freezelab.model.encode import encode
+    from freezelab.study.runner import SCALES, study_split
 
     results = Path(__file__).parents[1] / "book" / "results"
     scale = SCALES["full"]
@@ -269,7 +269,7 @@ def test_study_at_ci_scale(tmp_path):
     assert "wall_seconds" in again and len(again["deviation_after"]) == 31
     assert [p for p, text in stored.items() if p != top and p.read_text() != text] == []
     # the protocol the book quotes is the one the metrics ran with
-    from freezelab.results import ACC_TOLERANCE, KNEE_SHARE
+    from freezelab.study.results import ACC_TOLERANCE, KNEE_SHARE
 
     assert summary["protocol"]["acc_tolerance"] == ACC_TOLERANCE and summary["protocol"]["knee_share"] == KNEE_SHARE
     assert "at least 3 of them" in (tmp_path / "protocol.md").read_text()  # knee_study.MIN_PAIRS
@@ -285,7 +285,7 @@ def _knee_pair(model, dataset, acc, loss, knee_cut, seeds=(0,)):
 
 
 def test_knee_study_develops_on_one_pair_and_decides_on_the_held_out_ones():
-    from freezelab.knee_study import knee_study
+    from freezelab.study.knee import knee_study
 
     # development: the knee (cheapest cut with 95% of full FT's 0.7-nat gain) is cut 5
     dev = _knee_pair("smollm2-135m", "bbc-news", [0.8] * 6 + [0.7, 0.6], [0.3] * 5 + [0.31, 0.5, 0.7], knee_cut=5)

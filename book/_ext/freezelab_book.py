@@ -60,24 +60,24 @@ def reference_substitutions() -> dict[str, str]:
     import warnings
 
     from freezelab.classroom.checks import DEFENCE_BUDGET, budget_cases, reference_trace
-    from freezelab.gains import layer_gains
-    from freezelab.law import fit_scaling_law
-    from freezelab.plan import default_cost_curve, plan
+    from freezelab.method.gains import layer_gains
+    from freezelab.method.law import fit_scaling_law
+    from freezelab.method.plan import default_cost_curve, plan
 
     ref = reference_trace()
     d, law, L = ref["deviation"], ref["law"], ref["num_layers"]
-    k = ref["chosen_layer"]
+    k = ref["cut"]
     with warnings.catch_warnings():  # the trace is noisy: the fits warn about their R^2
         warnings.simplefilter("ignore")
-        raw = plan(layer_gains(d, fit_scaling_law(d)), rule="argmax-raw").chosen_layer
+        raw = plan(layer_gains(d, fit_scaling_law(d)), rule="argmax-raw").cut
         emb = fit_scaling_law(d, include_embedding=True, min_r2=0)
-        emb_chosen = plan(layer_gains(d, emb)).chosen_layer
+        emb_chosen = plan(layer_gains(d, emb)).cut
         gains = layer_gains(d, fit_scaling_law(d))
     # assignment 3: the budget rule on the reference gains, with and without the cached prefix
     curve = default_cost_curve(L)
     budget = {cached: plan(gains, rule="budget", budget=DEFENCE_BUDGET, cost_curve=curve, cached=cached)
               for cached in (False, True)}
-    b, bc, star = budget[False].chosen_layer, budget[True].chosen_layer, plan(gains)
+    b, bc, star = budget[False].cut, budget[True].cut, plan(gains)
     second = max((i for i in range(2, L) if i != k), key=lambda i: gains.excess[i - 1])  # the rule's runner-up
     benefit = [c.benefit for c in star.curve]
     return {
@@ -117,7 +117,7 @@ def _listed(values) -> str:
 
 
 def study_substitutions() -> dict[str, str]:
-    """The oracle study's protocol constants, from its committed summary (``freezelab.results.protocol``)."""
+    """The oracle study's protocol constants, from its committed summary (``freezelab.study.results.protocol``)."""
     summary = json.loads(STUDY_SUMMARY.read_text())
     p = summary["protocol"]
     lo, hi = p["ci_percentiles"]

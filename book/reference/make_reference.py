@@ -41,12 +41,12 @@ def main() -> None:
         "full_vocab_middle": [round(float(full_vocab[1:L - 5].min()), 2), round(float(full_vocab[1:L - 5].max()), 2)],
         "largest_later_step": round(float(np.abs(np.diff(d[1:])).max()), 2),
         "law": {k: v for k, v in run.law.to_dict().items() if k in ("E", "A", "alpha", "r2", "first_layer")},
-        "chosen_layer": run.plan.chosen_layer,
+        "cut": run.plan.cut,
         "argmax_with_embedding": {"raw": int(np.argmax(with_embedding.observed)) + 1,
                                   "excess": int(np.argmax(with_embedding.excess)) + 1},
     }
     OUT.write_text(json.dumps(reference, indent=1) + "\n")
-    print(f"wrote {OUT}: k* = {reference['chosen_layer']}, R^2 = {run.law.r2:.2f}")
+    print(f"wrote {OUT}: k* = {reference['cut']}, R^2 = {run.law.r2:.2f}")
 
 
 if __name__ == "__main__":

@@ -238,10 +238,10 @@ def _cosine_case():
     """
     import torch
 
-    from ..basis import semantic_basis
-    from ..deviation import deviation, normed
-    from ..models import load_model
-    from ..trace import Trace
+    from freezelab.method.basis import semantic_basis
+    from freezelab.method.lens import deviation, normed
+    from freezelab.model.models import load_model
+    from freezelab.method.trace import Trace
 
     with torch.random.fork_rng():  # random_model seeds torch's global generator: keep the student's state
         lm = load_model("random:smollm2-135m", device="cpu", dtype="fp32", hidden_size=16, intermediate_size=32,
@@ -267,7 +267,7 @@ def _cosine_case():
 
 
 def check_semantic_basis(semantic_basis_columns: Callable) -> None:
-    """Grade ``semantic_basis_columns(W, y) -> s_y`` against column y of ``freezelab.basis.semantic_basis``.
+    """Grade ``semantic_basis_columns(W, y) -> s_y`` against column y of ``freezelab.method.basis.semantic_basis``.
 
     W: (V, d) float32 tensor (the LM head), y: (n,) int64 tensor of token ids; s_y: (n, d), row i = s_{y_i}.
     """
@@ -291,7 +291,7 @@ def check_semantic_basis(semantic_basis_columns: Callable) -> None:
                                  "s_v is COLUMN v of pinv(W), which is (d, V)")
         raise AssertionError(f"{shape}, got {out.shape}")
     if _close(out, ref, atol=1e-4 * np.abs(ref).max()):
-        _ok(f"semantic bases match freezelab.basis.semantic_basis on {n} targets (V = {V}, d = {d})")
+        _ok(f"semantic bases match freezelab.method.basis.semantic_basis on {n} targets (V = {V}, d = {d})")
         return
     if _close(out, Wn[y.numpy()], atol=1e-6):
         raise AssertionError("these are the rows W[y] of the LM head (the unembedding vectors), not the semantic "
@@ -308,7 +308,7 @@ def check_semantic_basis(semantic_basis_columns: Callable) -> None:
 
 
 def check_cosine_lens(cosine_lens: Callable) -> None:
-    """Grade ``cosine_lens(hn, s_y) -> (n, L+1)`` against ``freezelab.deviation(..., lens="cosine")``.
+    """Grade ``cosine_lens(hn, s_y) -> (n, L+1)`` against ``freezelab.method.lens(..., lens="cosine")``.
 
     hn: (n, L+1, d) float32 tensor of normed states N(h_l); s_y: (n, d) semantic bases of the targets.
     The fixed input has n = 5 examples, L + 1 = 4 latent spaces and d = 16.
@@ -331,7 +331,7 @@ def check_cosine_lens(cosine_lens: Callable) -> None:
                                  "spaces; return every (example, latent space) value")
         raise AssertionError(f"{shape}, got {out.shape}")
     if _close(out, ref, atol=1e-4):
-        _ok(f"cosine lens matches freezelab.deviation(lens='cosine') on {n} examples x {layers} latent spaces "
+        _ok(f"cosine lens matches freezelab.method.lens(lens='cosine') on {n} examples x {layers} latent spaces "
             f"(max |error| {np.abs(out - ref).max():.1e})")
         return
     h = hn.double().numpy()
@@ -465,7 +465,7 @@ def _last_point_cases(rng: np.random.Generator) -> list[tuple[str, np.ndarray]]:
 
 
 def _quiet_fit(d, **kw):
-    from ..law import fit_scaling_law
+    from freezelab.method.law import fit_scaling_law
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -473,7 +473,7 @@ def _quiet_fit(d, **kw):
 
 
 def check_fit_law(fit_law: Callable) -> None:
-    """Grade ``fit_law(d) -> (E, A, alpha)`` against ``freezelab.law.fit_scaling_law(d)`` on three traces.
+    """Grade ``fit_law(d) -> (E, A, alpha)`` against ``freezelab.method.law.fit_scaling_law(d)`` on three traces.
 
     d is d_0..d_L (L+1,); the fit runs over l = 1..L. Graded on the fitted CURVE dhat(1..L) (E and A
     trade off on noisy traces): within max(0.15 nats, 5% of the trace's range) of freezelab's robust fit.
@@ -532,17 +532,17 @@ def check_fit_law(fit_law: Callable) -> None:
             + _worst(mine, ref, lambda i: f"l = {i[0] + 1}")
             + f". Yours: E = {E:.3g}, A = {A:.3g}, alpha = {alpha:.3g}; freezelab: E = {law.E:.3g}, "
             f"A = {law.A:.3g}, alpha = {law.alpha:.3g}." + hint)
-    _ok(f"fitted curves match freezelab.law.fit_scaling_law on {len(gaps)} traces, hidden ones included (max gap "
+    _ok(f"fitted curves match freezelab.method.law.fit_scaling_law on {len(gaps)} traces, hidden ones included (max gap "
         + ", ".join(f"{g:.3f}" for g in gaps) + " nats)")
 
 
 def check_gains(gains: Callable) -> None:
-    """Grade ``gains(d, E, A, alpha) -> (observed, expected, excess)`` against ``freezelab.gains.layer_gains``.
+    """Grade ``gains(d, E, A, alpha) -> (observed, expected, excess)`` against ``freezelab.method.gains.layer_gains``.
 
     Each array has shape (L,), index l-1 for block l. As in layer_gains, dhat(0) (infinite) is replaced by d_0.
     """
-    from ..gains import layer_gains
-    from ..law import Law
+    from freezelab.method.gains import layer_gains
+    from freezelab.method.law import Law
 
     rng = _hidden_rng()  # a hidden trace: L, the law and the noise change on every run
     L = int(rng.integers(6, 25))
@@ -584,11 +584,11 @@ def check_gains(gains: Callable) -> None:
         if _close(exc, -ref.excess, 1e-8):
             raise AssertionError("excess has the wrong sign: g_l = delta_l - deltahat_l (observed minus expected)")
         raise AssertionError("excess gains differ from observed - expected: " + _worst(exc, ref.excess, block))
-    _ok(f"observed, expected and excess gains match freezelab.gains.layer_gains on a hidden {L}-block trace")
+    _ok(f"observed, expected and excess gains match freezelab.method.gains.layer_gains on a hidden {L}-block trace")
 
 
 def _excess_cases() -> list[tuple[str, np.ndarray]]:
-    from ..gains import layer_gains
+    from freezelab.method.gains import layer_gains
 
     real = layer_gains(SMOLLM2_BBC_TRACE, _quiet_fit(SMOLLM2_BBC_TRACE)).excess
     return [
@@ -614,21 +614,21 @@ def _hidden_excess_cases(rng: np.random.Generator) -> list[tuple[str, np.ndarray
 
 
 def _gains_of(excess: np.ndarray):
-    from ..gains import Gains
+    from freezelab.method.gains import Gains
 
     return Gains(observed=excess.copy(), expected=np.zeros_like(excess), excess=excess.copy())
 
 
 def check_argmax_cut(argmax_cut: Callable) -> None:
-    """Grade ``argmax_cut(excess) -> k*`` against ``freezelab.plan.plan(gains).chosen_layer`` (paper rule).
+    """Grade ``argmax_cut(excess) -> k*`` against ``freezelab.method.plan.plan(gains).cut`` (paper rule).
 
     k* = argmax_{2 <= l <= L-1} g_l with blocks numbered 1..L (excess[l-1] is g_l); ties go to the deeper block.
     """
-    from ..plan import plan
+    from freezelab.method.plan import plan
 
     for label, excess in _excess_cases() + _hidden_excess_cases(_hidden_rng()):
         L = excess.size
-        ref = plan(_gains_of(excess)).chosen_layer
+        ref = plan(_gains_of(excess)).cut
         out = _as_int(_call(argmax_cut, "blocks are numbered 1..L and excess[l - 1] is g_l", excess.copy()),
                       "argmax_cut's result")
         if out == ref:
@@ -650,7 +650,7 @@ def check_argmax_cut(argmax_cut: Callable) -> None:
                                  "to the DEEPER block (np.argmax returns the first maximum: search the reversed "
                                  "array, or use np.flatnonzero(x == x.max())[-1])")
         raise AssertionError(f"{where}: expected block {ref}, got {out}")
-    _ok("the argmax rule matches freezelab.plan.plan(rule='argmax-excess') on 7 cases (including ties, maxima at "
+    _ok("the argmax rule matches freezelab.method.plan.plan(rule='argmax-excess') on 7 cases (including ties, maxima at "
         "blocks 1 and L, and hidden ones at blocks 2 and L-1)")
 
 
@@ -665,11 +665,11 @@ def _benefit_cases() -> list[tuple[str, np.ndarray]]:
 
 
 def check_benefit(predicted_benefit: Callable) -> None:
-    """Grade ``predicted_benefit(excess) -> (L,)`` against ``freezelab.plan.benefit_curve``.
+    """Grade ``predicted_benefit(excess) -> (L,)`` against ``freezelab.method.plan.benefit_curve``.
 
     benefit(k) = sum_{l = k+1..L} max(0, -g_l) nats for the cut k = 0..L-1 (blocks 1..k frozen).
     """
-    from ..plan import benefit_curve
+    from freezelab.method.plan import benefit_curve
 
     for label, excess in _benefit_cases():
         L = excess.size
@@ -702,12 +702,12 @@ def check_benefit(predicted_benefit: Callable) -> None:
             if _close(out, value, 1e-8):
                 raise AssertionError(f"{where}: {message}")
         raise AssertionError(f"{where}: " + _worst(out, ref, lambda i: f"cut k = {i[0]}"))
-    _ok("predicted benefits match freezelab.plan.benefit_curve on 3 cases (one hidden)")
+    _ok("predicted benefits match freezelab.method.plan.benefit_curve on 3 cases (one hidden)")
 
 
 def budget_cases() -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, float]]:
     """The cases ``check_budget_cut`` grades on: (label, excess, cost ratio, cached cost ratio, budget)."""
-    from ..plan import default_cost_curve
+    from freezelab.method.plan import default_cost_curve
 
     real = _excess_cases()[0][1]
     ratio, cached = default_cost_curve(real.size)
@@ -734,13 +734,13 @@ def check_budget_cut(budget_cut: Callable) -> None:
     Among the cuts k = 0..L-1 whose cost_ratio[k] <= budget, the one with the highest benefit[k];
     ties go to the deeper (cheaper) cut. benefit and cost_ratio are (L,) numpy arrays.
     """
-    from ..plan import benefit_curve, plan
+    from freezelab.method.plan import benefit_curve, plan
 
     for label, excess, ratio, cached, budget in budget_cases():
         gains = _gains_of(excess)
         benefit = np.array([c.benefit for c in benefit_curve(gains)])
         L = excess.size
-        ref = plan(gains, rule="budget", budget=budget, cost_curve=(ratio, cached)).chosen_layer
+        ref = plan(gains, rule="budget", budget=budget, cost_curve=(ratio, cached)).cut
         out = _as_int(_call(budget_cut, "fits = cost_ratio <= budget; among those cuts pick the highest benefit",
                             benefit.copy(), ratio.copy(), budget), "budget_cut's result")
         if out == ref:
@@ -767,7 +767,7 @@ def check_budget_cut(budget_cut: Callable) -> None:
             raise AssertionError(f"{where}: cuts {out} and {ref} tie on benefit ({benefit[ref]:.3f} nats): ties go "
                                  "to the DEEPER cut, which costs less for the same predicted benefit")
         raise AssertionError(where)
-    _ok("budget cuts match freezelab.plan.plan(rule='budget') on 7 cases (including a tie, budgets equal to a "
+    _ok("budget cuts match freezelab.method.plan.plan(rule='budget') on 7 cases (including a tie, budgets equal to a "
         "cut's cost and two hidden cases)")
 
 
@@ -835,16 +835,16 @@ def _defence_evidence(budget: float) -> list[tuple[str, Callable[[str], bool]]]:
     The numbers are the ones the notebook prints (a correct solution reproduces them), so a defence written
     without running it, or one that only names the budget, fails.
     """
-    from ..gains import layer_gains
-    from ..plan import benefit_curve, default_cost_curve, plan
+    from freezelab.method.gains import layer_gains
+    from freezelab.method.plan import benefit_curve, default_cost_curve, plan
 
     law = _quiet_fit(SMOLLM2_BBC_TRACE)
     gains = layer_gains(SMOLLM2_BBC_TRACE, law)
     ratio, cached = default_cost_curve(gains.excess.size)
     benefit = np.array([c.benefit for c in benefit_curve(gains)])
-    k = plan(gains, rule="budget", budget=budget, cost_curve=(ratio, cached)).chosen_layer
-    kc = plan(gains, rule="budget", budget=budget, cost_curve=(ratio, cached), cached=True).chosen_layer
-    star = plan(gains).chosen_layer
+    k = plan(gains, rule="budget", budget=budget, cost_curve=(ratio, cached)).cut
+    kc = plan(gains, rule="budget", budget=budget, cost_curve=(ratio, cached), cached=True).cut
+    star = plan(gains).cut
     return [  # the values themselves are not in the feedback: Part C prints them
         ("your cut and its cost ratio", lambda t: _cut_named(t, k) and _says(t, ratio[k], 2)),
         ("the argmax plan (k*) and its cost ratio", lambda t: _cut_named(t, star) and _says(t, ratio[star], 2)),

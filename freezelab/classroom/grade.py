@@ -19,7 +19,8 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import FreezelabError
+from freezelab.errors import FreezelabError
+from freezelab.io import atomic_write_json
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,6 @@ def main(notebook: str, json_path: str | None = None, timeout: int = 600) -> int
     print(table(report))
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(json_path, report, newline=True)
         print(f"wrote {json_path}")
     return 0 if report["passed"] else 1

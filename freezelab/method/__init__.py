@@ -1,0 +1,1 @@
+"""The method (book/method.md): trace, lenses, scaling law, gains, plan."""

@@ -1,0 +1,1 @@
+"""The model layer: architectures, loading, tokenising and the data sets."""

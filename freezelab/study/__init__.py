@@ -1,0 +1,1 @@
+"""The oracle study: sweeps, learning rates, results, the knee study and its report."""

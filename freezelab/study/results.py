@@ -1,0 +1,299 @@
+"""The oracle study's summary: metrics that can fail, each with a paired bootstrap CI.
+
+Every sweep of a model x data set shares one test set (the study's split is fixed), so statistics
+are computed per seed on the same resample of test examples and averaged over seeds; the 95%
+interval (`CI`) comes from `n_boot` such resamples (paired: every cut and strategy sees the same examples).
+
+- `frontier_regret_acc` / `_nats`: best realised result among grid cuts whose modelled cost is at
+  most the chosen cut's, minus the chosen cut's (accuracy points as a fraction; nats).
+- `oracle_gap`: the same against every grid cut (accuracy).
+- `cost_regret`: the chosen cut's modelled cost minus that of the cheapest grid cut whose accuracy
+  is within `ACC_TOLERANCE` of it.
+- `knee_cut`: the cheapest grid cut whose realised gain (nats) reaches 95% of full fine-tuning's;
+  `knee_distance` = knee cut - chosen cut, in blocks (> 0: the rule trains more blocks than needed).
+- `marginal_spearman`: Spearman between the predicted per-block gains g_l and the realised marginal
+  gain of the grid (loss at the deeper grid cut minus loss at the shallower one, attributed to the
+  blocks between them, g summed over them), beside `marginal_spearman_depth`: |Spearman| of block
+  depth with the same marginals (a depth-only predictor, its direction chosen after the fact).
+- `rules`: every rule's cut and these metrics, with `random-cut (expected)`, a grid cut drawn
+  uniformly (each metric averaged over the grid's cuts); `top25_vs_plan`: top-25%'s paired
+  differences from the plan (`compare`).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from freezelab.study.sweep import DENSE_ALL_UP_TO, DENSE_STRIDE, LENS_VARIANTS, RULE_VARIANTS
+
+ACC_TOLERANCE = 0.01  # "within 1 accuracy point"
+KNEE_SHARE = 0.95
+N_BOOT = 1000
+CI = (2.5, 97.5)  # percentiles of the bootstrap: a 95% interval
+RANDOM_CUT = "random-cut (expected)"  # a grid cut drawn uniformly: every metric's expectation
+TRIVIAL_RULES = {  # cut k of L blocks chosen without looking at the trace
+    "top25": lambda L: L - max(1, L // 4),
+    "half": lambda L: L // 2,
+    "last-block": lambda L: L - 1,
+    "all-blocks": lambda L: 0,
+}
+
+
+class Grid:
+    """One model x data set: per seed, realised per-example results of every grid cut."""
+
+    def __init__(self, sweeps: Sequence[dict]):
+        self.sweeps = list(sweeps)
+        self.L = sweeps[0]["num_layers"]
+        common = set.intersection(*({c["cut"] for c in s["cuts"]} for s in sweeps))
+        self.cuts = sorted(common)
+        self.cost = {c["cut"]: c["cost_ratio"] for c in sweeps[0]["cuts"] if c["cut"] in common}
+        by = [{c["cut"]: c for c in s["cuts"]} for s in sweeps]
+        self.acc = np.array([[by[i][k]["per_example_correct"] for k in self.cuts] for i in range(len(sweeps))],
+                            dtype=float)  # (S, K, n)
+        self.loss = np.array([[by[i][k]["per_example_loss"] for k in self.cuts] for i in range(len(sweeps))])
+        self.before_loss = np.array([s["before"]["per_example_loss"] for s in sweeps])  # (S, n)
+        self.full_loss = np.array([s["strategies"]["full"]["per_example_loss"] if "full" in s["strategies"]
+                                   else by[i][0]["per_example_loss"] for i, s in enumerate(sweeps)])
+        self.n = self.acc.shape[-1]
+
+    def index(self, cut: int) -> int:
+        return self.cuts.index(cut)
+
+    def value(self, fn: Callable[..., float], idx: np.ndarray | None = None) -> float:
+        """fn(seed i, acc (K,), loss (K,), loss before, loss of full FT) on the test examples `idx`
+        (all by default), averaged over seeds."""
+        idx = np.arange(self.n) if idx is None else idx
+        a, l_ = self.acc[..., idx].mean(-1), self.loss[..., idx].mean(-1)
+        before, full = self.before_loss[:, idx].mean(-1), self.full_loss[:, idx].mean(-1)
+        return float(np.mean([fn(i, a[i], l_[i], before[i], full[i]) for i in range(len(self.sweeps))]))
+
+    def stat(self, fn: Callable[..., float], n_boot: int = N_BOOT, seed: int = 0) -> dict:
+        """{mean, lo, hi} of fn(seed i, acc (K,), loss (K,), loss before, loss of full FT), the
+        per-cut means over test examples, averaged over seeds: on the whole test set and on
+        `n_boot` paired resamples of it."""
+        point = self.value(fn)
+        rng = np.random.default_rng(seed)
+        boots = [self.value(fn, rng.integers(0, self.n, self.n)) for _ in range(n_boot)]
+        lo, hi = np.percentile(boots, CI)
+        return {"mean": point, "lo": float(lo), "hi": float(hi)}
+
+    # --- the metrics of one rule (its cut per seed) ---------------------------------------------
+    def frontier(self, cuts: Sequence[int], key: str) -> Callable:
+        costs = np.array([self.cost[k] for k in self.cuts])
+
+        def fn(i, acc, loss, before, full):
+            j = self.index(cuts[i])
+            ok = costs <= costs[j] + 1e-12
+            return float(acc[ok].max() - acc[j]) if key == "acc" else float(loss[j] - loss[ok].min())
+        return fn
+
+    def oracle_gap(self, cuts: Sequence[int]) -> Callable:
+        return lambda i, acc, loss, before, full: float(acc.max() - acc[self.index(cuts[i])])
+
+    def cost_regret(self, cuts: Sequence[int]) -> Callable:
+        costs = np.array([self.cost[k] for k in self.cuts])
+
+        def fn(i, acc, loss, before, full):
+            j = self.index(cuts[i])
+            return float(costs[j] - costs[acc >= acc[j] - ACC_TOLERANCE].min())
+        return fn
+
+    def knee(self, loss: np.ndarray, before: float, full: float) -> int:
+        """The cheapest grid cut whose gain (nats) reaches KNEE_SHARE of full fine-tuning's."""
+        target = (before - full) - (1 - KNEE_SHARE) * abs(before - full)
+        costs = np.array([self.cost[k] for k in self.cuts])
+        reach = np.flatnonzero(before - loss >= target)
+        return self.cuts[int(reach[np.argmin(costs[reach])])] if reach.size else 0
+
+    def knee_distance(self, cuts: Sequence[int]) -> Callable:
+        return lambda i, acc, loss, before, full: float(self.knee(loss, before, full) - cuts[i])
+
+    def marginals(self, loss: np.ndarray, before: float) -> tuple[list[list[int]], np.ndarray]:
+        """Blocks (1-based) between consecutive grid cuts, and the loss each span of blocks removed."""
+        edges = self.cuts + [self.L]
+        values = list(loss) + [before]
+        spans = [list(range(a + 1, b + 1)) for a, b in zip(edges[:-1], edges[1:])]
+        return spans, np.array([values[j + 1] - values[j] for j in range(len(spans))])
+
+    def marginal_spearman(self, depth: bool) -> Callable:
+        g = np.mean([s["gains"]["excess"] for s in self.sweeps], 0)  # (L,), block l at index l-1
+
+        def fn(i, acc, loss, before, full):
+            spans, realised = self.marginals(loss, before)
+            predicted = [np.mean(spans_) if depth else g[np.array(spans_) - 1].sum() for spans_ in spans]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a constant predictor has no rank correlation: NaN
+                rho = spearmanr(predicted, realised).statistic
+            return float(abs(rho) if depth else rho)
+        return fn
+
+
+def compare(grid: Grid, cuts: Sequence[int], default: Sequence[int], n_boot: int = N_BOOT) -> dict:
+    """A rule's metrics on one pair, and its paired differences from the rule whose cuts are `default`:
+    `delta_cost_regret` = default's minus this rule's (> 0: cheaper for the same accuracy),
+    `delta_frontier_regret_acc` = this rule's minus the default's (> 0: worse)."""
+    cr, cr0 = grid.cost_regret(cuts), grid.cost_regret(default)
+    fr, fr0 = grid.frontier(cuts, "acc"), grid.frontier(default, "acc")
+    gap, gap0 = grid.oracle_gap(cuts), grid.oracle_gap(default)
+    return {"cuts": list(cuts), "cost": float(np.mean([grid.cost[k] for k in cuts])),
+            "cost_regret": grid.stat(cr, n_boot), "frontier_regret_acc": grid.stat(fr, n_boot),
+            "oracle_gap": grid.stat(gap, n_boot), "knee_distance": grid.stat(grid.knee_distance(cuts), n_boot),
+            "delta_cost_regret": grid.stat(lambda *a: cr0(*a) - cr(*a), n_boot),
+            "delta_frontier_regret_acc": grid.stat(lambda *a: fr(*a) - fr0(*a), n_boot),
+            "delta_oracle_gap": grid.stat(lambda *a: gap(*a) - gap0(*a), n_boot)}
+
+
+def rule_cuts(sweeps: Sequence[dict], L: int) -> dict[str, list[int]]:
+    """The cut per seed of every rule x lens variant and every trivial rule."""
+    names = sorted(set.intersection(*(set(s["variants"]) for s in sweeps)))
+    out = {name: [s["variants"][name] for s in sweeps] for name in names}
+    out.update({name: [rule(L)] * len(sweeps) for name, rule in TRIVIAL_RULES.items()})
+    return out
+
+
+def summarise_pair(sweeps: Sequence[dict], n_boot: int = N_BOOT) -> dict:
+    """One row of summary.json (see the module docstring for each metric)."""
+    grid = Grid(sweeps)
+    first = sweeps[0]
+    chosen = [s["chosen_cut"] for s in sweeps]
+    metrics = {"frontier_regret_acc": lambda c: grid.frontier(c, "acc"), "oracle_gap": grid.oracle_gap,
+               "cost_regret": grid.cost_regret, "knee_distance": grid.knee_distance}
+    rules = {}
+    for name, cuts in rule_cuts(sweeps, grid.L).items():
+        if not all(k in grid.cuts for k in cuts):
+            continue
+        rules[name] = {"cuts": cuts, "cost": float(np.mean([grid.cost[k] for k in cuts])),
+                       **{key: grid.stat(metric(cuts), n_boot) for key, metric in metrics.items()}}
+    # the trivial random baseline in expectation: a cut drawn uniformly from the grid, no runs needed
+    every = [[k] * len(sweeps) for k in grid.cuts]
+    rules[RANDOM_CUT] = {"cuts": [], "cost": float(np.mean(list(grid.cost.values()))),
+                         **{key: grid.stat(lambda *a, fns=[metric(c) for c in every]: np.mean([f(*a) for f in fns]),
+                                           n_boot) for key, metric in metrics.items()}}
+    knees = [grid.knee(grid.loss[i].mean(-1), grid.before_loss[i].mean(), grid.full_loss[i].mean())
+             for i in range(len(sweeps))]
+    strategies = {}
+    plan_acc = grid.acc[np.arange(len(sweeps)), [grid.index(k) for k in chosen]]  # (S, n)
+    plan_loss = grid.loss[np.arange(len(sweeps)), [grid.index(k) for k in chosen]]
+    names = sorted(set.intersection(*(set(s["strategies"]) for s in sweeps)))
+    for name in names:
+        if name == "semantic-plan":  # the chosen cut's grid run
+            acc, loss = plan_acc, plan_loss
+        else:
+            acc = np.array([s["strategies"][name]["per_example_correct"] for s in sweeps], dtype=float)
+            loss = np.array([s["strategies"][name]["per_example_loss"] for s in sweeps])
+        strategies[name] = {
+            "acc": paired(acc, np.zeros_like(acc), n_boot), "loss": paired(loss, np.zeros_like(loss), n_boot),
+            "acc_minus_plan": paired(acc, plan_acc, n_boot), "loss_minus_plan": paired(loss, plan_loss, n_boot),
+            "cost_ratio": float(np.mean([s["strategies"][name]["cost_ratio"] for s in sweeps])),
+            "seconds": float(np.mean([s["strategies"][name].get("seconds", np.nan) for s in sweeps])),
+            "lr": float(np.mean([s["strategies"][name].get("lr", s["lr"]) for s in sweeps]))}
+    full_seconds = strategies.get("full", {}).get("seconds", np.nan)
+    speed = [{"cut": c["cut"], "seconds": c["seconds"], "ratio_to_full": c["seconds"] / full_seconds,
+              "goal": 1.15 * (grid.L - c["cut"]) / grid.L} for c in first["cuts"]]
+    return {
+        "model": first["model"], "dataset": first["dataset"], "n_examples": first.get("n_examples") or None,
+        "n_train": first["n_train"],
+        "n_test": first["n_test"], "steps": first["steps"], "batch_size": first["batch_size"],
+        "lr": first["lr"], "lora_lr": first["lora_lr"], "seeds": [s["seed"] for s in sweeps],
+        "complete": all(s["complete"] for s in sweeps), "num_layers": grid.L, "grid": grid.cuts,
+        "grid_cost": [grid.cost[k] for k in grid.cuts], "chosen_cut": chosen,
+        "acc_before": float(np.mean([s["acc_before"] for s in sweeps])),
+        "loss_before": float(np.mean([s["loss_before"] for s in sweeps])),
+        "grid_acc": grid.acc.mean(-1).mean(0).tolist(), "grid_loss": grid.loss.mean(-1).mean(0).tolist(),
+        "frontier_regret_acc": grid.stat(grid.frontier(chosen, "acc"), n_boot),
+        "frontier_regret_nats": grid.stat(grid.frontier(chosen, "nats"), n_boot),
+        "oracle_gap": grid.stat(grid.oracle_gap(chosen), n_boot),
+        "cost_regret": grid.stat(grid.cost_regret(chosen), n_boot),
+        "knee_cut": knees, "knee_distance": grid.stat(grid.knee_distance(chosen), n_boot),
+        "marginal_spearman": grid.stat(grid.marginal_spearman(False), n_boot),
+        "marginal_spearman_depth": grid.stat(grid.marginal_spearman(True), n_boot),
+        "benefit_spearman": [s["spearman"] for s in sweeps],
+        "law": [{k: s["law"][k] for k in ("E", "A", "alpha", "r2", "at_bound") if k in s["law"]} for s in sweeps],
+        "rules": rules, "strategies": strategies, "speed": speed, "retrace": retrace(sweeps),
+        "top25_vs_plan": compare(grid, rules["top25"]["cuts"], chosen, n_boot) if "top25" in rules else None,
+        "speed_goal_met": int(sum(x["ratio_to_full"] <= x["goal"] for x in speed if x["cut"] > 0)),
+        "speed_goal_of": int(sum(1 for x in speed if x["cut"] > 0)),
+    }
+
+
+def retrace(sweeps: Sequence[dict]) -> dict:
+    """Spearman between the predicted gains g_l and how much fine-tuning changed each block's
+    observed gain on the calibration set (after minus before), per seed, for every block trained
+    (cut 0) and for full fine-tuning; with their means over seeds."""
+    out: dict = {}
+    for name, pick in (("cut0", lambda s: next((c for c in s["cuts"] if c["cut"] == 0), None)),
+                       ("full", lambda s: s["strategies"].get("full"))):
+        rhos = []
+        for s in sweeps:
+            run = pick(s)
+            if not run or not run.get("deviation_after"):
+                continue
+            before, after = np.array(s["deviation"]), np.array(run["deviation_after"])
+            change = (after[:-1] - after[1:]) - (before[:-1] - before[1:])
+            rhos.append(float(spearmanr(s["gains"]["excess"], change).statistic))
+        out[name] = {"per_seed": rhos, "mean": float(np.mean(rhos)) if rhos else None}
+    return out
+
+
+def paired(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """Mean of a - b over seeds and test examples (S, n), with a paired bootstrap 95% CI."""
+    diff = (a - b).mean(0)  # seeds share the test examples: average them first, resample examples
+    rng = np.random.default_rng(seed)
+    boots = [diff[rng.integers(0, diff.size, diff.size)].mean() for _ in range(n_boot)]
+    lo, hi = np.percentile(boots, CI) if n_boot else (np.nan, np.nan)
+    return {"mean": float(diff.mean()), "lo": float(lo), "hi": float(hi)}
+
+
+def leaderboard(rows: Sequence[dict]) -> dict:
+    """Every rule's mean frontier regret (accuracy), oracle gap, cost regret, knee distance and cost over all rows."""
+    names = sorted(set.union(*(set(r["rules"]) for r in rows))) if rows else []
+    out = {}
+    for name in names:
+        have = [r["rules"][name] for r in rows if name in r["rules"]]
+        out[name] = {"pairs": len(have),
+                     **{k: float(np.mean([h[k]["mean"] for h in have])) for k in
+                        ("frontier_regret_acc", "oracle_gap", "cost_regret", "knee_distance")},
+                     "cost": float(np.mean([h["cost"] for h in have]))}
+    return out
+
+
+def lr_curves(out: Path, seed0: dict) -> dict:
+    """Realised test accuracy and loss per cut at each learning rate run for this model x data set
+    (seed 0's sweep at the chosen one, `--lr-sensitivity` sweeps at the others)."""
+    sweeps = [seed0] + [json.loads(p.read_text()) for p in
+                        sorted(out.glob(f"runs/{seed0['model']}/{seed0['dataset']}/lr-sensitivity/*/sweep.json"))]
+    return {f"{s['lr']:g}": {"cuts": [c["cut"] for c in s["cuts"]], "acc": [c["acc"] for c in s["cuts"]],
+                             "loss": [c["loss"] for c in s["cuts"]], "chosen": s is seed0} for s in sweeps}
+
+
+def load_sweeps(out: Path) -> dict[tuple[str, str], list[dict]]:
+    """Every stored sweep.json under `out/runs/MODEL/DATASET/seedS/`, grouped by model x data set."""
+    grouped: dict[tuple[str, str], list[dict]] = {}
+    for p in sorted(out.glob("runs/*/*/seed*/sweep.json")):
+        sweep = {**json.loads(p.read_text()), "dataset": p.parts[-3]}
+        if sweep["cuts"]:
+            grouped.setdefault((sweep["model"], sweep["dataset"]), []).append(sweep)
+    return grouped
+
+
+def sweep_hours(sweep: dict) -> float:
+    """One sweep's wall time in hours: its latent cache, every grid cut and every baseline run (the
+    learning-rate picks, shared by a pair's seeds, are not timed)."""
+    seconds = [c["seconds"] for c in sweep["cuts"]] + [s["seconds"] for s in sweep["strategies"].values()
+                                                       if "seconds" in s]  # semantic-plan reuses a grid cut's run
+    return (sum(seconds) + sweep.get("cache_seconds", 0.0)) / 3600
+
+
+def protocol() -> dict:
+    """The study's fixed constants, recorded beside its results (the book quotes them from here)."""
+    return {"acc_tolerance": ACC_TOLERANCE, "knee_share": KNEE_SHARE, "ci_percentiles": list(CI),
+            "n_boot": N_BOOT, "dense_all_up_to": DENSE_ALL_UP_TO, "dense_stride": DENSE_STRIDE,
+            "budgets": [b for _, b in RULE_VARIANTS.values() if b is not None], "lenses": list(LENS_VARIANTS)}

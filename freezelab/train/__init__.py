@@ -1,0 +1,1 @@
+"""Training under a plan: freezing, adapters, the latent cache, the loop, baselines."""

@@ -1,0 +1,1 @@
+"""What people look at: plots, widgets, reports and notebook scale presets."""
