@@ -9,7 +9,7 @@ from freezelab.costmodel.ledger import Cost, cost
 from freezelab.model.data import Example, Split, Task, list_datasets, load_task, split
 from freezelab.method.lens import LENSES, Deviation, deviation
 from freezelab.errors import FreezelabError
-from freezelab.train.finetune import RunResult, finetune
+from freezelab.train.finetune import FinetuneConfig, RunResult, finetune
 from freezelab.train.freeze import freeze
 from freezelab.method.gains import Gains, layer_gains
 from freezelab.method.law import Law, fit_scaling_law

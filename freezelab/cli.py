@@ -98,7 +98,7 @@ def _cmd_plan(args: argparse.Namespace) -> None:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> None:
-    from freezelab.train.finetune import finetune
+    from freezelab.train.finetune import FinetuneConfig, finetune
     from freezelab.train.strategies import resolve
 
     lm, task, parts = _load(args)
@@ -106,10 +106,9 @@ def _cmd_finetune(args: argparse.Namespace) -> None:
     test = parts.test[: args.n_test] if args.n_test else parts.test
     plan = resolve(args.plan, lm, task=task, calib=parts.calib, seed=args.seed, steps=args.steps,
                    plan_path=args.plan_path, max_length=args.max_length)
-    result = finetune(lm, task, plan, train, test, steps=args.steps, lr=args.lr,
-                      batch_size=args.batch_size, seed=args.seed, cache_prefix=args.cache_prefix,
-                      max_length=args.max_length, out=args.out, resume=args.resume,
-                      strategy=args.plan, first_token=args.first_token)
+    config = FinetuneConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                            cache_prefix=args.cache_prefix, max_length=args.max_length, first_token=args.first_token)
+    result = finetune(lm, task, plan, train, test, config, out=args.out, resume=args.resume, strategy=args.plan)
     print(json.dumps({k: v for k, v in result.to_dict().items() if k not in ("train_losses", "step_times", "per_example_loss", "per_example_correct")}, indent=2))
 
 

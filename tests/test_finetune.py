@@ -8,13 +8,14 @@ import importlib
 import json
 import re
 import types
+from dataclasses import replace
 
 import pytest
 import torch
 
 from freezelab.model.encode import collate, encode
 from freezelab.errors import FreezelabError
-from freezelab.train.finetune import batch_loss, evaluate, finetune
+from freezelab.train.finetune import FinetuneConfig, batch_loss, evaluate, finetune
 from freezelab.train.freeze import freeze
 from freezelab.train.hf import FreezeCallback
 from freezelab.train.lora import lora_blocks
@@ -24,7 +25,7 @@ from freezelab.train.strategies import LisaSchedule, resolve
 
 ft = importlib.import_module("freezelab.train.finetune")  # the module (the package exports the function)
 CUT, L = 26, 30  # train the top 4 of SmolLM2's 30 blocks
-RUN = dict(steps=4, batch_size=4, lr=1e-3, max_length=16, progress=False)  # 8 examples: 2 epochs
+RUN = FinetuneConfig(steps=4, batch_size=4, lr=1e-3, max_length=16)  # 8 examples: 2 epochs
 RESULT_KEYS = {"strategy", "trainable_params", "total_params", "steps", "seconds", "step_seconds", "loss_before",
                "loss_after", "acc_before", "acc_after", "peak_mem_mb"}
 
@@ -61,7 +62,7 @@ def baseline(tmp_path_factory, bbc, data):
 
     lm.unembed = spy
     out = tmp_path_factory.mktemp("baseline")
-    result = finetune(lm, bbc, Plan.from_cut(L, CUT), data.train, data.test, out=out, strategy="top:4", **RUN)
+    result = finetune(lm, bbc, Plan.from_cut(L, CUT), data.train, data.test, RUN, out=out, strategy="top:4", progress=False)
     del lm.unembed
     return types.SimpleNamespace(lm=lm, before=before, result=result, out=out, calls=calls)
 
@@ -176,7 +177,7 @@ def test_prefix_cache_matches_the_uncached_run(baseline, bbc, data, monkeypatch)
 
     monkeypatch.setattr(ft, "build_cache", recorded)
     lm = load_model("smollm2-135m")
-    result = finetune(lm, bbc, Plan.from_cut(L, CUT), data.train, data.test, cache_prefix=True, **RUN)
+    result = finetune(lm, bbc, Plan.from_cut(L, CUT), data.train, data.test, replace(RUN, cache_prefix=True), progress=False)
     assert result.cached and result.start_block == CUT
     assert [c.layers for c in built] == [(CUT,), (CUT,)]  # h_k of the training and the test examples, once
     assert len(built[0]) == len(data.train) and len(built[1]) == len(data.test)
@@ -191,13 +192,12 @@ def test_resume_after_crash_and_interrupt_reproduces_the_uninterrupted_run(basel
     # a crash in step 3 (0-based 2): the periodic checkpoint of step 2 survives
     fail_at(monkeypatch, 3, RuntimeError)
     with pytest.raises(RuntimeError):
-        finetune(load_model("smollm2-135m"), bbc, plan, data.train, data.test, out=tmp_path, save_every=2, **RUN)
+        finetune(load_model("smollm2-135m"), bbc, plan, data.train, data.test, replace(RUN, save_every=2), out=tmp_path, progress=False)
     assert torch.load(tmp_path / "checkpoint.pt")["step"] == 2
     # resumed, then Ctrl-C in step 4: the interrupt handler saves step 3
     fail_at(monkeypatch, 2, KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
-        finetune(load_model("smollm2-135m"), bbc, plan, data.train, data.test, out=tmp_path, resume=True,
-                 save_every=10, **RUN)
+        finetune(load_model("smollm2-135m"), bbc, plan, data.train, data.test, replace(RUN, save_every=10), out=tmp_path, resume=True, progress=False)
     assert torch.load(tmp_path / "checkpoint.pt")["step"] == 3
     assert not (tmp_path / "result.json").exists()
     # resumed again: step 4 is trained and saved, then the evaluation after training crashes
@@ -208,14 +208,13 @@ def test_resume_after_crash_and_interrupt_reproduces_the_uninterrupted_run(basel
 
     monkeypatch.setattr(ft, "evaluate", crash)
     with pytest.raises(RuntimeError, match="killed while evaluating"):
-        finetune(load_model("smollm2-135m"), bbc, plan, data.train, data.test, out=tmp_path, resume=True,
-                 save_every=2, keep_checkpoint=False, **RUN)  # as sweeps run: no checkpoint once complete
+        finetune(load_model("smollm2-135m"), bbc, plan, data.train, data.test, replace(RUN, save_every=2, keep_checkpoint=False), out=tmp_path, resume=True, progress=False)  # as sweeps run: no checkpoint once complete
     assert torch.load(tmp_path / "checkpoint.pt")["step"] == 4  # kept until then: the trained steps are not lost
     assert not (tmp_path / "result.json").exists()
     # resumed in a fresh process (a freshly loaded model): nothing left to train, it evaluates
     monkeypatch.setattr(ft, "evaluate", evaluate)
     lm = load_model("smollm2-135m")
-    result = finetune(lm, bbc, plan, data.train, data.test, out=tmp_path, resume=True, keep_checkpoint=False, **RUN)
+    result = finetune(lm, bbc, plan, data.train, data.test, replace(RUN, keep_checkpoint=False), out=tmp_path, resume=True, progress=False)
     assert json.loads((tmp_path / "result.json").read_text())["steps"] == 4
     assert not (tmp_path / "checkpoint.pt").exists()  # removed once result.json holds the result
     assert_same_training(types.SimpleNamespace(lm=lm, result=result), baseline)
@@ -229,7 +228,7 @@ def test_lora_plan_trains_only_adapters_inside_the_trained_blocks(bbc, data, tmp
     lm = load_model("smollm2-135m")
     before = snapshot(lm)
     plan = resolve("lora-plan", lm, plan_path=tmp_path / "plan.json")
-    result = finetune(lm, bbc, plan, data.train, data.test, **{**RUN, "steps": 2})
+    result = finetune(lm, bbc, plan, data.train, data.test, replace(RUN, steps=2), progress=False)
     assert lora_blocks(lm) == list(range(CUT, L))
     adapters = 0
     for n, p in lm.model.named_parameters():
@@ -257,7 +256,7 @@ def test_lisa_schedule_trains_only_the_drawn_blocks(tiny_text, bbc, data):
     schedule = LisaSchedule(6, 1, period=2, seed=5)
     drawn = {i for s in range(6) for i in schedule(s).trained}
     assert len(drawn) > 1  # the draws differ between periods
-    result = finetune(lm, bbc, schedule, data.train, data.test, **{**RUN, "steps": 6})
+    result = finetune(lm, bbc, schedule, data.train, data.test, replace(RUN, steps=6), progress=False)
     assert result.trained == schedule(5).trained
     for n, p in lm.model.named_parameters():
         changed = not torch.equal(p, before[n])
@@ -319,18 +318,18 @@ def test_bad_input_raises_clear_errors(smollm, bbc, data, tmp_path):
     lm, plan = smollm, Plan.from_cut(L, CUT)
     args = (bbc, plan, data.train, data.test)
     with pytest.raises(FreezelabError, match=r"made for 4 blocks .* 'smollm2-135m' has 30"):
-        finetune(lm, bbc, Plan.from_cut(4, 2), data.train, data.test, **RUN)
+        finetune(lm, bbc, Plan.from_cut(4, 2), data.train, data.test, RUN, progress=False)
     Plan.from_cut(4, 2).save(tmp_path / "small.json")
     with pytest.raises(FreezelabError, match="made for 4 blocks"):
         resolve(str(tmp_path / "small.json"), lm)
     beyond = Plan(L, CUT, list(range(CUT)), list(range(CUT, L + 1)), "manual", None, None, 0.5, 0.5, [])
     with pytest.raises(FreezelabError, match=r"block indices \[30\] are out of range 0..29"):
-        finetune(lm, bbc, beyond, data.train, data.test, **RUN)
+        finetune(lm, bbc, beyond, data.train, data.test, RUN, progress=False)
     with pytest.raises(FreezelabError, match="steps must be at least 1, got 0"):
-        finetune(lm, *args, **{**RUN, "steps": 0})
+        finetune(lm, *args, replace(RUN, steps=0), progress=False)
     with pytest.raises(FreezelabError, match="nothing to resume: no checkpoint at"):
-        finetune(lm, *args, out=tmp_path / "empty", resume=True, **RUN)
+        finetune(lm, *args, RUN, out=tmp_path / "empty", resume=True, progress=False)
     with pytest.raises(FreezelabError, match="nothing to resume: pass out="):
-        finetune(lm, *args, resume=True, **RUN)
+        finetune(lm, *args, RUN, resume=True, progress=False)
     with pytest.raises(FreezelabError, match="top:31: K must be between 1 and 30"):
         resolve("top:31", lm)

@@ -20,7 +20,7 @@ import json
 import tempfile
 import time
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -34,7 +34,7 @@ from freezelab.model.encode import Encoded, encode
 from freezelab.method.lens import deviation
 from freezelab.errors import FreezelabError
 from freezelab.io import atomic_write
-from freezelab.train.finetune import Prepared, RunResult, evaluate, finetune
+from freezelab.train.finetune import FinetuneConfig, Prepared, RunResult, evaluate, finetune
 from freezelab.model.models import LoadedModel, load_model
 from freezelab.method.pipeline import plan_reading, read_trace
 from freezelab.method.plan import SHARE_RULES, Plan
@@ -216,8 +216,8 @@ def pick_lr(lm: LoadedModel, task: Task, make_plan: Callable[[LoadedModel], Plan
     losses = {}
     for lr in candidates:
         model = load_model(lm.name, device=str(lm.device), dtype=lm.dtype)
-        r = finetune(model, task, make_plan(model), None, None, steps=steps, lr=lr, batch_size=batch_size,
-                     seed=seed, prepared=prepared, keep_checkpoint=False, strategy=f"lr {lr:g}",
+        config = FinetuneConfig(steps=steps, lr=lr, batch_size=batch_size, seed=seed, keep_checkpoint=False)
+        r = finetune(model, task, make_plan(model), None, None, config, prepared=prepared, strategy=f"lr {lr:g}",
                      progress=progress)
         losses[repr(lr)] = r.loss_after if np.isfinite(r.loss_after) else float("inf")
     best = {"lr": float(min(losses, key=losses.get)), "val_loss": losses, "steps": steps,
@@ -266,8 +266,9 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "dense", st
         chosen.save(out / "plan.json")
     L = lm.num_layers
     fresh = lambda: load_model(lm.name, device=str(lm.device), dtype=lm.dtype)  # noqa: E731
-    common = dict(steps=steps, batch_size=batch_size, seed=seed, max_length=max_length,
-                  first_token=first_token, progress=progress, keep_checkpoint=False, prepared=prepared)
+    run = FinetuneConfig(steps=steps, batch_size=batch_size, seed=seed, max_length=max_length,
+                         first_token=first_token, keep_checkpoint=False)
+    common = dict(progress=progress, prepared=prepared)
     sweep = SweepResult(lm.name, task.name, seed, steps, chosen.cut, [], lr=lr,
                         lora_lr=float("nan") if callable(lora_lr) else lora_lr,
                         batch_size=batch_size, n_train=len(train), n_test=len(test),
@@ -324,7 +325,8 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "dense", st
 
         def train_cut(folder, cut_plan=cut_plan, k=k):
             model = fresh()
-            r = finetune(model, task, cut_plan, None, None, lr=lr, out=folder, strategy=f"cut{k}", **common)
+            r = finetune(model, task, cut_plan, None, None, replace(run, lr=lr), out=folder, strategy=f"cut{k}",
+                         **common)
             return r, {"deviation_after": after_deviation(model, k)}
 
         r, wall = timed(f"cut{k:02d}", train_cut)
@@ -366,7 +368,8 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "dense", st
             if spec.startswith("lora") and callable(lora_lr):
                 sweep.lora_lr = lora_lr()
             rate = sweep.lora_lr if spec.startswith("lora") else lr
-            r = finetune(model, task, strategy_plan, None, None, lr=rate, out=folder, strategy=spec, **common)
+            r = finetune(model, task, strategy_plan, None, None, replace(run, lr=rate), out=folder, strategy=spec,
+                         **common)
             return r, {"deviation_after": after_deviation(model, r.start_block if r.cached else None),
                        "cost_ratio": priced.cost_ratio_cached if r.cached else priced.cost_ratio}
 

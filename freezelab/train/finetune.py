@@ -176,28 +176,49 @@ def start_block(lm: LoadedModel, plan: Schedule) -> int | None:
     return 0 if plan.varies else min(first.trained)
 
 
-def finetune(lm: LoadedModel, task: Task, plan: Schedule, train: Sequence[Example] | None,
-             test: Sequence[Example] | None, steps: int = 100, lr: float = 1e-4, batch_size: int = 8,
-             seed: int = 0, cache_prefix: bool = False, max_length: int = 256,
-             out: str | os.PathLike | None = None, resume: bool = False, save_every: int = 50,
-             keep_checkpoint: bool = True, strategy: str = "plan", first_token: bool = False,
-             progress: bool = True, prepared: Prepared | None = None) -> RunResult:
-    """Fine-tune `lm` in place for `steps` AdamW steps under `plan` (or a schedule of plans).
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """How a run trains, apart from the model, the data and the plan (nanoGPT's GPTConfig style)."""
 
-    `cache_prefix=True` stores the input of the lowest trained block once per example
+    steps: int = 100  # AdamW steps
+    lr: float = 1e-4
+    batch_size: int = 8  # sequences per step
+    seed: int = 0  # batch order (and nothing else: LoRA's initialisation is the plan's Adapter.seed)
+    cache_prefix: bool = False  # store the lowest trained block's input once, run only the blocks above
+    max_length: int = 256  # tokens per prompt
+    first_token: bool = False  # accept label words that are several tokens (their first token)
+    save_every: int = 50  # steps between checkpoints (with `out`)
+    keep_checkpoint: bool = True  # False: remove the checkpoint once result.json is written
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise FreezelabError(f"steps must be at least 1, got {self.steps}")
+        if self.lr <= 0:
+            raise FreezelabError(f"the learning rate must be positive, got {self.lr}")
+        if self.batch_size < 1 or self.save_every < 1:
+            raise FreezelabError(f"batch_size and save_every must be at least 1, got {self.batch_size} and "
+                                 f"{self.save_every}")
+
+
+def finetune(lm: LoadedModel, task: Task, plan: Schedule, train: Sequence[Example] | None,
+             test: Sequence[Example] | None, config: FinetuneConfig = FinetuneConfig(), *,
+             out: str | os.PathLike | None = None, resume: bool = False, strategy: str = "plan",
+             progress: bool = True, prepared: Prepared | None = None) -> RunResult:
+    """Fine-tune `lm` in place for `config.steps` AdamW steps under `plan` (a Plan, or a schedule of plans).
+
+    `config.cache_prefix` stores the input of the lowest trained block once per example
     (`cache.build_cache`) and runs only the blocks above it, every step and at evaluation.
     `prepared` (a sweep's shared encodings, caches and baseline evaluation) replaces `train` and
     `test`; with its caches every run whose embeddings are frozen starts from them.
-    With `out`, a checkpoint (`out/checkpoint.pt`) is written atomically every `save_every` steps
-    and on Ctrl-C, and `result.json` at the end; `resume=True` continues from the checkpoint.
-    `keep_checkpoint=False` removes the checkpoint once the run is complete (sweeps: full
+    With `out`, a checkpoint (`out/checkpoint.pt`) is written atomically every `config.save_every`
+    steps and on Ctrl-C, and `result.json` at the end; `resume=True` continues from the checkpoint.
+    `config.keep_checkpoint=False` removes the checkpoint once the run is complete (sweeps: full
     fine-tuning checkpoints weigh 12 bytes per parameter).
     A LoRA plan (`plan.lora`) gets its adapters injected into `lm` first.
     """
-    if steps < 1:
-        raise FreezelabError(f"steps must be at least 1, got {steps}")
-    if lr <= 0:
-        raise FreezelabError(f"the learning rate must be positive, got {lr}")
+    steps, lr, batch_size, seed = config.steps, config.lr, config.batch_size, config.seed
+    cache_prefix, max_length, first_token = config.cache_prefix, config.max_length, config.first_token
+    save_every, keep_checkpoint = config.save_every, config.keep_checkpoint
     plan_at = plan
     check_plan(lm, plan_at(0))  # a plan for another model fails before the data is encoded and evaluated
     if prepared is None:
