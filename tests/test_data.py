@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from freezelab.model.data import Example, Task, list_datasets, load_task, split
+from freezelab.model.files import joined_hint, sniff_delimiter
 from freezelab.errors import FreezelabError
 
 BBC_COUNTS = {" sport": 511, " business": 510, " politics": 417, " tech": 401, " entertainment": 386}
@@ -82,7 +83,7 @@ def test_summary_and_list_datasets(bbc):
         assert part in text
     infos = {d.name: d for d in list_datasets()}
     assert set(infos) == {"bbc-news", "wordnet", "movie-polarity", "hf:sst2", "hf:ag_news", "hf:trec",
-                          "csv:PATH", "jsonl:PATH", "text:PATH"}
+                          "csv:PATH", "tsv:PATH", "jsonl:PATH", "text:PATH"}
     assert infos["bbc-news"].offline and infos["movie-polarity"].offline and not infos["hf:sst2"].offline
     assert infos["wordnet"].offline  # make test installs Debian's wordnet-base
     assert infos["text:PATH"].kind == "lm"
@@ -180,6 +181,61 @@ def test_csv_file(tmp_path):
                        template="Review: {text}\nSentiment:")
     assert mapped.label_words == [" negative", " positive"]
     assert mapped.prompt(mapped.examples[0]) == "Review: great, really\nSentiment:"
+
+
+DELIMITED = {  # the same two rows, each text holding the other two delimiters
+    ",": 'text,label\n"good; fine\tok",pos\n"bad;\tworse",neg\n',
+    "\t": "text\tlabel\ngood; fine, ok\tpos\nbad;, worse\tneg\n",
+    ";": 'text;label\n"good; fine, ok";pos\nbad,\tworse;neg\n',
+}
+
+
+@pytest.mark.parametrize("delim", list(DELIMITED), ids=["comma", "tab", "semicolon"])
+def test_csv_detects_comma_tab_and_semicolon(tmp_path, delim):
+    path = write(tmp_path / "d.csv", DELIMITED[delim])
+    task = load_task(f"csv:{path}")
+    assert task.label_words == [" neg", " pos"]
+    assert [e.label for e in task.examples] == [1, 0]
+    assert task.examples[0].text.startswith("good;") and task.examples[1].text.startswith("bad")
+    assert sniff_delimiter(DELIMITED[delim]) == delim
+
+
+def test_tsv_file_and_spec_hint(tmp_path):
+    path = write(tmp_path / "reviews.tsv", "body\tstars\n\"quoted\" words, here\t5\nmeh\t1\nfine\t5\n")
+    task = load_task(f"tsv:{path}", text_column="body", label_column="stars")
+    assert task.name == f"tsv:{path}" and task.label_words == [" 1", " 5"]
+    assert [e.text for e in task.examples] == ['"quoted" words, here', "meh", "fine"]
+    with pytest.raises(FreezelabError, match=r"For a file, prefix its kind: tsv:reviews.tsv"):
+        load_task("reviews.tsv")
+
+
+def test_ragged_tab_file_is_still_read_as_tab_separated(tmp_path):
+    path = write(tmp_path / "d.csv", "text\tlabel\nhi, there\ta\nho\tb\textra field\n")
+    assert [e.text for e in load_task(f"csv:{path}").examples] == ["hi, there", "ho"]
+    assert "tsv:PATH" in joined_hint(["text\tlabel"], ",") and "look joined by a tab" in joined_hint(["a\tb"], None)
+    assert joined_hint(["text", "label"], ",") == ""
+
+
+JOINED = [  # (spec kind, content, the delimiter the error must name, the spec it must suggest)
+    ("tsv", "text;label\nhi;a\nho;b\n", "semicolon", "csv:PATH"),
+    ("tsv", "text,label\nhi,a\nho,b\n", "comma", "csv:PATH"),
+]
+
+
+@pytest.mark.parametrize(("kind", "content", "name", "suggest"), JOINED, ids=[j[2] for j in JOINED])
+def test_joined_columns_name_their_delimiter(tmp_path, kind, content, name, suggest):
+    path = write(tmp_path / f"d.{kind}", content)
+    with pytest.raises(FreezelabError) as info:
+        load_task(f"{kind}:{path}")
+    message = str(info.value)
+    assert f"look joined by a {name}" in message and suggest in message and "'text' not found" in message
+
+
+def test_a_one_column_file_gets_no_delimiter_hint(tmp_path):
+    path = write(tmp_path / "d.csv", "text\nhi\nho\n")
+    with pytest.raises(FreezelabError) as info:
+        load_task(f"csv:{path}")
+    assert "'label' not found" in str(info.value) and "joined" not in str(info.value)
 
 
 def test_jsonl_file_with_other_columns(tmp_path):

@@ -6,10 +6,7 @@ parts, `Task.label_token_ids(tokenizer)` maps label words to the token ids the m
 
 from __future__ import annotations
 
-import csv
 import importlib.util
-import io
-import json
 import random
 import re
 from collections import Counter
@@ -18,8 +15,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from freezelab.errors import FreezelabError
+from freezelab.model.files import Table, joined_hint, read_jsonl, read_table, text_chunks
 
-OFFLINE_HINT = "offline alternatives: bbc-news, wordnet, movie-polarity, csv:PATH, jsonl:PATH, text:PATH"
+OFFLINE_HINT = "offline alternatives: bbc-news, wordnet, movie-polarity, csv:PATH, tsv:PATH, jsonl:PATH, text:PATH"
 
 
 @dataclass(frozen=True)
@@ -141,7 +139,6 @@ _BBC_CHARS = 400
 _WORDNET = [(" animal", 5), (" plant", 20), (" food", 13), (" person", 18), (" place", 15)]
 _WORDNET_PER_CLASS = 500
 WORDNET_DIR = Path("/usr/share/wordnet")
-_LM_CHUNK_CHARS = 512
 
 
 def list_datasets() -> list[DatasetInfo]:
@@ -156,7 +153,10 @@ def list_datasets() -> list[DatasetInfo]:
                     "200 movie review snippets, negative/positive (needs gensim)"),
         *(DatasetInfo(f"hf:{k}", "classification", False, f"{s.path} from the Hugging Face hub (needs datasets)")
           for k, s in _HF.items()),
-        DatasetInfo("csv:PATH", "classification", True, "your CSV file with text and label columns"),
+        DatasetInfo("csv:PATH", "classification", True,
+                    "your CSV file with text and label columns (comma, tab or semicolon, detected)"),
+        DatasetInfo("tsv:PATH", "classification", True,
+                    "your tab-separated file with text and label columns (fields read literally)"),
         DatasetInfo("jsonl:PATH", "classification", True, "your JSON-lines file with text and label fields"),
         DatasetInfo("text:PATH", "lm", True, "your UTF-8 text file as a language-modelling task"),
     ]
@@ -172,7 +172,7 @@ def load_task(
     max_examples: int | None = None,
     seed: int = 0,
 ) -> Task:
-    """Load a task from a spec such as `bbc-news`, `hf:sst2`, `csv:data.csv` or `text:book.txt`.
+    """Load a task from a spec such as `bbc-news`, `hf:sst2`, `csv:data.csv`, `tsv:data.tsv` or `text:book.txt`.
 
     `label_map` renames labels (label name -> word, e.g. {"sport": "football"}); `max_examples`
     keeps a seeded class-stratified subsample.
@@ -186,14 +186,17 @@ def load_task(
         task = _load_wordnet()
     elif prefix == "hf" and rest:
         task = _load_hf(rest)
-    elif prefix in ("csv", "jsonl") and rest:
+    elif prefix in ("csv", "tsv", "jsonl") and rest:
         path = Path(rest).expanduser()
-        rows = _read_csv(path) if prefix == "csv" else _read_jsonl(path)
-        task = _rows_to_task(spec, path, rows, text_column, label_column)
+        if prefix == "jsonl":
+            table = read_jsonl(path)
+        else:  # tsv: tab-separated, fields read literally; csv: CSV quoting, delimiter detected
+            table = read_table(path, "\t", quoting=False) if prefix == "tsv" else read_table(path)
+        task = _rows_to_task(spec, path, table, text_column, label_column)
     elif prefix == "text" and rest:
         task = _load_text(Path(rest).expanduser())
     else:
-        kind = {".csv": "csv", ".jsonl": "jsonl", ".txt": "text"}.get(Path(spec).suffix.lower())
+        kind = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".txt": "text"}.get(Path(spec).suffix.lower())
         hint = f" For a file, prefix its kind: {kind}:{spec}." if kind else ""
         names = ", ".join(d.name for d in list_datasets())
         raise FreezelabError(f"unknown data set {spec!r}; available: {names}.{hint}")
@@ -449,66 +452,16 @@ def _load_hf(name: str) -> Task:
 # --- user files --------------------------------------------------------------------------------
 
 
-_Rows = tuple[list[str], list[tuple[int, dict[str, Any]]]]  # columns, (line number, row) pairs
-
-
-def _read_utf8(path: Path) -> str:
-    if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "not found"
-        raise FreezelabError(f"data file {str(path)!r} {what}; check the path")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise FreezelabError(
-            f"{path} is not UTF-8: byte 0x{raw[e.start]:02x} at byte offset {e.start} (line {line}). "
-            f"Re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > utf8_{path.name}"
-        ) from None
-    if not text.strip():
-        raise FreezelabError(f"{path} is empty; it needs a header row / records with your data")
-    return text
-
-
-def _read_csv(path: Path) -> _Rows:
-    """Columns and (line number, row) pairs of a CSV file with a header row."""
-    reader = csv.DictReader(io.StringIO(_read_utf8(path), newline=""))
-    try:
-        rows = [(reader.line_num, row) for row in reader]
-    except csv.Error as e:
-        raise FreezelabError(f"{path} line {reader.line_num} is not valid CSV: {e}") from None
-    return list(reader.fieldnames or []), rows
-
-
-def _read_jsonl(path: Path) -> _Rows:
-    """Keys seen and (line number, record) pairs of a JSON-lines file."""
-    columns: dict[str, None] = {}
-    rows = []
-    for n, line in enumerate(_read_utf8(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise FreezelabError(f"{path} line {n} is not valid JSON ({e.msg} at column {e.colno}); "
-                                 "each line must be one JSON object") from None
-        if not isinstance(record, dict):
-            raise FreezelabError(f"{path} line {n} is a JSON {type(record).__name__}, not an object like "
-                                 '{"text": "...", "label": "..."}')
-        columns.update(dict.fromkeys(record))
-        rows.append((n, record))
-    return list(columns), rows
-
-
-def _rows_to_task(name: str, path: Path, table: _Rows, text_column: str, label_column: str) -> Task:
-    columns, rows = table
+def _rows_to_task(name: str, path: Path, table: Table, text_column: str, label_column: str) -> Task:
+    columns, rows = table.columns, table.rows
     if not rows:
         raise FreezelabError(f"{path} has no data rows")
     for col, flag in ((text_column, "--text-column"), (label_column, "--label-column")):
         if col not in columns:
             raise FreezelabError(
                 f"column {col!r} not found in {path}; columns found: {columns}. Choose one with {flag} "
-                "(text_column= / label_column=); for plain text without labels use text:PATH"
+                "(text_column= / label_column=); for plain text without labels use text:PATH."
+                + joined_hint(columns, table.delimiter)
             )
     pairs = []
     for line, row in rows:
@@ -540,14 +493,4 @@ def _label_order(label: str) -> tuple[bool, int, str]:
 
 
 def _load_text(path: Path) -> Task:
-    pieces = re.findall(r"\S+\s*", _read_utf8(path))
-    chunks: list[str] = []
-    current = ""
-    for piece in pieces:
-        if current and len(current) + len(piece.rstrip()) > _LM_CHUNK_CHARS:
-            chunks.append(current.strip())
-            current = ""
-        current += piece
-    if current.strip():
-        chunks.append(current.strip())
-    return Task(f"text:{path}", "lm", [Example(c, None) for c in chunks], [])
+    return Task(f"text:{path}", "lm", [Example(c, None) for c in text_chunks(path)], [])
