@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from freezelab.train.cache import LatentCache
-from freezelab.costmodel.ledger import cpu_model
+from freezelab.costmodel.device import cpu_model
 from freezelab.model.encode import Batch, Encoded, collate
 from freezelab.train.finetune import batch_loss
 from freezelab.io import atomic_write_json

@@ -27,7 +27,8 @@ import torch
 from _common import (LABEL_ROWS, PeakMemory, add_common_args, device_name, load, machine, memory_child,
                      random_batch, seconds, train_step, warm_up, write_json)
 from freezelab.train.cache import build_cache
-from freezelab.costmodel.ledger import MB, cost
+from freezelab.costmodel.device import MB
+from freezelab.costmodel.ledger import cost
 from freezelab.model.encode import Batch, Encoded
 from freezelab.train.freeze import cut_of, freeze
 from freezelab.train.lora import ensure_lora

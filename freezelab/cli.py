@@ -76,10 +76,12 @@ def _cmd_plan(args: argparse.Namespace) -> None:
     from freezelab.ui import report
     from freezelab.method.pipeline import make_plan
 
+    from freezelab.method.lens import check_lens
     from freezelab.method.plan import check_rule
 
     rule = args.rule or ("budget" if args.budget is not None else "argmax-excess")
     check_rule(rule, args.budget, args.share)  # before the model loads
+    check_lens(args.lens)
     lm, task, parts = _load(args)
     run = make_plan(lm, task, parts.calib, lens=args.lens, restrict_to_labels=not args.full_vocab,
                     include_embedding=args.include_embedding, rule=rule, budget=args.budget, share=args.share,
@@ -138,7 +140,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 
 def _cmd_cost(args: argparse.Namespace) -> None:
-    from freezelab.costmodel.ledger import MB, cost, device_constants
+    from freezelab.costmodel.device import MB, device_constants
+    from freezelab.costmodel.ledger import cost
     from freezelab.model.models import load_model
     from freezelab.train.strategies import resolve
 
@@ -171,6 +174,8 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from freezelab.method.lens import describe_lenses
+
     parser = argparse.ArgumentParser(prog="freezelab", description=(
         "Semantic-aware layer freezing: decide where to fine-tune a language model."))
     sub = parser.add_subparsers(dest="command", required=True)
@@ -184,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="trace, deviation, law, gains: which blocks to freeze")
     _model_args(p), _data_args(p)
     p.add_argument("--n-calib", type=int, default=256, help="calibration examples (class-balanced)")
-    p.add_argument("--lens", default="logit", help="logit, cosine or kl")
+    p.add_argument("--lens", default="logit", help="the lens that reads the deviation (name[:option=value,...]): "
+                   + "; ".join(f"{usage}: {text}" for usage, text in describe_lenses()))
     p.add_argument("--full-vocab", action="store_true", help="do not restrict the lens to the labels")
     p.add_argument("--include-embedding", action="store_true", help="fit the law from l = 0")
     p.add_argument("--rule", default=None,

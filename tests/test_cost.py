@@ -9,24 +9,10 @@ import pytest
 import torch
 import transformers
 
-from freezelab.costmodel.ledger import (
-    ADAMW_FLOPS,
-    ADAMW_STREAMS,
-    ADAMW_TEMPS,
-    FLOPS_ONLY,
-    Device,
-    Shape,
-    Training,
-    attention_width,
-    cost,
-    cut_cost_curve,
-    cut_training,
-    device_constants,
-    full_training,
-    ledger,
-    curve,
-    subset_ratios,
-)
+from freezelab.costmodel.device import Device, FLOPS_ONLY, device_constants
+from freezelab.costmodel.ledger import cost, curve, cut_cost_curve, ledger, subset_ratios
+from freezelab.costmodel.shapes import (ADAMW_FLOPS, ADAMW_STREAMS, ADAMW_TEMPS, Shape, Training, attention_width,
+                                        cut_training, full_training)
 from freezelab.costmodel.nominal import nominal_cost_curve
 from freezelab.model.encode import Encoded, collate
 from freezelab.train.finetune import batch_loss
@@ -36,7 +22,9 @@ from freezelab.model.models import load_model
 from freezelab.method.plan import Plan, plan
 from freezelab.train.strategies import resolve
 
-ledger_module = importlib.import_module("freezelab.costmodel.ledger")  # the package exports the function `cost`
+ledger_module = importlib.import_module("freezelab.costmodel.ledger")
+device_module = importlib.import_module("freezelab.costmodel.device")
+shapes_module = importlib.import_module("freezelab.costmodel.shapes")
 T, B = 32, 4  # tokens per sequence, sequences per step
 DEVICE = Device("test", 1e10, 1e9)  # fixed constants: no calibration in tests
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
@@ -220,9 +208,9 @@ def test_device_constants_are_measured_once_and_stored(tmp_path, monkeypatch):
 
     def fake(device, dtype):
         calls.append(device)
-        return Device(ledger_module.device_key(device, dtype), 2e10, 3e9)
+        return Device(device_module.device_key(device, dtype), 2e10, 3e9)
 
-    monkeypatch.setattr(ledger_module, "calibrate", fake)
+    monkeypatch.setattr(device_module, "calibrate", fake)
     first = device_constants("cpu", torch.float32)
     again = device_constants("cpu", torch.float32)
     assert first == again and len(calls) == 1
@@ -235,15 +223,16 @@ def test_device_constants_are_measured_once_and_stored(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_calibration_measures_the_device():
     # its time budget is a benchmark's business (no timed assertions in tests): here, sane constants
-    device = ledger_module.calibrate("cpu", torch.float32, budget=1.0)
+    device = device_module.calibrate("cpu", torch.float32, budget=1.0)
     assert 1e8 < device.flops < 1e14 and 1e7 < device.bandwidth < 1e13
-    assert device.name == ledger_module.device_key(torch.device("cpu"), torch.float32)
+    assert device.name == device_module.device_key(torch.device("cpu"), torch.float32)
 
 
 def test_fresh_memory_pays_page_faults_on_a_cpu_only(llama, monkeypatch):
     """Tensors of FRESH_MIN_BYTES or more allocated each step (dense embedding gradients, AdamW's
     temporaries of large parameters) cost `fault` seconds per byte on top of the roofline."""
-    monkeypatch.setattr(ledger_module, "FRESH_MIN_BYTES", 0)  # every tensor counts as large
+    for module in (shapes_module, ledger_module):
+        monkeypatch.setattr(module, "FRESH_MIN_BYTES", 0)  # every tensor counts as large
     shape = Shape.of(llama)
     cpu, gpu = Device("cpu", 1e10, 1e9, fault=1e8), Device("gpu", 1e10, 1e9)
     full = ledger(shape, full_training(4), T, B, 5, device=cpu)
@@ -255,5 +244,6 @@ def test_fresh_memory_pays_page_faults_on_a_cpu_only(llama, monkeypatch):
     assert full.seconds - no_faults.seconds == pytest.approx(fresh / 1e8)
     cut = parts(ledger(shape, cut_training(4, 2), T, B, 5, device=cpu))
     assert "embedding gradient (dense V x d)" not in cut and 0 < cut["AdamW"].fresh < f["AdamW"].fresh
-    monkeypatch.setattr(ledger_module, "FRESH_MIN_BYTES", 2**40)  # nothing is large
+    for module in (shapes_module, ledger_module):
+        monkeypatch.setattr(module, "FRESH_MIN_BYTES", 2**40)  # nothing is large
     assert sum(p.fresh for p in ledger(Shape.of(llama), full_training(4), T, B, 5, device=cpu).parts) == 0

@@ -8,7 +8,7 @@ import warnings
 from dataclasses import dataclass, replace
 from typing import Sequence
 
-from freezelab.costmodel.ledger import TRAIN_BATCH, Cost, cut_cost_curve, price
+from freezelab.costmodel.ledger import Cost, TRAIN_BATCH, cut_cost_curve, price
 from freezelab.model.data import Example, Task
 from freezelab.method.lens import Deviation, check_lens, deviation
 from freezelab.model.encode import encode

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from freezelab.model.data import Split, load_task, split
-from freezelab.costmodel.ledger import Device
+from freezelab.costmodel.device import Device
 from freezelab.errors import FreezelabError
 from freezelab.io import atomic_write_json
 from freezelab.model.adapter import Adapter

@@ -28,7 +28,8 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from freezelab.train.cache import LatentCache, build_cache
-from freezelab.costmodel.ledger import Device, cost, cut_cost_curve
+from freezelab.costmodel.device import Device
+from freezelab.costmodel.ledger import cost, cut_cost_curve
 from freezelab.model.data import Example, Split, Task
 from freezelab.model.encode import Encoded, encode
 from freezelab.method.lens import deviation
