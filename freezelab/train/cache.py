@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from freezelab.model.encode import Encoded, batches
 from freezelab.errors import FreezelabError
 from freezelab.model.models import LoadedModel
-from freezelab.method.trace import Trace
+from freezelab.method.trace import Trace, latent_states
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -72,7 +72,7 @@ class LatentCache:
         hidden = self.data[:, last].float().transpose(0, 1).contiguous()  # (n, L+1, d)
         idx = torch.as_tensor(index, dtype=torch.long)
         return Trace(hidden, enc.targets[idx], enc.label_ids,
-                     None if enc.labels is None else enc.labels[idx], 0.0)
+                     None if enc.labels is None else enc.labels[idx], 0.0, [enc.prompts[i] for i in index])
 
 
 def weights_digest(lm: LoadedModel) -> str:
@@ -111,7 +111,8 @@ def build_cache(lm: LoadedModel, enc: Encoded, layers: Sequence[int] | None = No
     key = fingerprint(lm, enc, layers, dtype)
     lengths = torch.tensor([len(p) for p in enc.prompts])
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
-    shape = (len(layers), int(offsets[-1]), lm.hidden_size)
+    # the residual stream's width: the head's (`lm.hidden_size`) differs where a projection follows N (OPT)
+    shape = (len(layers), int(offsets[-1]), lm.model.config.hidden_size)
     torch_dtype = DTYPES[dtype]
     size_mb = torch.Size(shape).numel() * torch_dtype.itemsize / 2**20
     folder = None if directory is None else Path(directory) / key
@@ -134,8 +135,7 @@ def build_cache(lm: LoadedModel, enc: Encoded, layers: Sequence[int] | None = No
         with torch.inference_mode():
             for batch in tqdm(batches(enc, batch_size, pad, lm.device), total=-(-len(enc) // batch_size),
                               desc="cache", disable=not progress, leave=False):
-                h0 = lm.embed(batch.input_ids, batch.attention_mask)
-                keep = lm.run_blocks(h0, batch.attention_mask, 0, max(layers), keep=True)
+                keep = latent_states(lm, batch, stop=max(layers))
                 mask = batch.attention_mask.bool()
                 stacked = torch.stack([keep[l] for l in layers])[:, mask].to("cpu", torch_dtype)
                 data[:, start:start + stacked.shape[1]] = stacked  # one copy to the host per batch
