@@ -6,7 +6,7 @@ OUT ?= runs/demo
 export FREEZELAB_CACHE ?= $(HOME)/.cache/freezelab
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: setup demo test test-fast notebooks book book-instructor colab-check results results-ci bench bench-gpu clean
+.PHONY: setup demo test test-fast notebooks book book-instructor colab colab-check results results-ci bench bench-gpu clean
 
 setup: $(STAMP)
 
@@ -22,14 +22,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/freezelab plan --model smollm2-135m --data bbc-news --out $(OUT)
 
-# Package tests (incl. the strict book build and the ci-scale study), then every notebook at ci scale.
+# Package tests (incl. the strict book build and the ci-scale study), then every notebook at ci scale, run as
+# its Colab edition (notebooks/colab/): the student chapters, the student assignments and the instructor
+# assignments (the solutions). tests/test_colab.py proves the edition current and its code cells the sources'
+# own, so this runs every source's code once; the instructor chapters differ from the student ones in prose only.
 test: $(STAMP)
 	test -e /usr/share/wordnet/data.noun || (apt-get update -qq && apt-get install -y -qq wordnet-base)
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -p no:cacheprovider tests
 	FREEZELAB_SCALE=ci $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
-		--sanitize-with notebooks/sanitize.cfg notebooks/0*.ipynb notebooks/assignments/0*.ipynb \
-		notebooks/assignments/solutions/0*.ipynb
+		--sanitize-with notebooks/sanitize.cfg notebooks/colab/0*.ipynb notebooks/colab/assignments/0*.ipynb \
+		notebooks/colab/instructor/assignments/0*.ipynb
 
 test-fast: $(STAMP)
 	$(VENV)/bin/lint-imports
@@ -50,8 +53,13 @@ book: $(STAMP)
 book-instructor: $(STAMP)
 	$(PY) book/build.py --edition instructor
 
+# The Colab edition (notebooks/colab/: plain Markdown, glued numbers written in; student and instructor),
+# regenerated from the chapters and assignments after any change to them (tests/test_colab.py fails until then).
+colab: $(STAMP)
+	$(PY) notebooks/make_colab.py
+
 # The Colab install cells are complete: a fresh venv gets only what they install (and what Colab ships),
-# then runs chapter 01 and assignment 1 at ci scale (minutes: not part of `make test`).
+# then runs the Colab edition of chapter 01 and of assignment 1 (solution) at ci scale (minutes: not in `make test`).
 colab-check: $(STAMP)
 	$(PY) notebooks/colab_check.py
 

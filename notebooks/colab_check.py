@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Prove that the notebooks' Colab install cells name every dependency they need (`make colab-check`).
+"""Prove that the Colab edition's install cells name every dependency they need (`make colab-check`).
 
     python notebooks/colab_check.py [--out runs/colab-check] [--keep]
 
@@ -11,8 +11,9 @@
 4. Runs exactly the ``%pip install`` commands of each checked notebook's install cell (its first
    code cell, guarded by ``"google.colab" in sys.modules``), with the local wheel in place of the
    git URL.
-5. Executes chapter 01 and assignment 1 (solution) at ci scale (FREEZELAB_SCALE=ci) in that
-   environment, from a scratch folder, with the hub switched off.
+5. Executes the Colab edition (``notebooks/colab/``, what the book's Colab badges open; written by
+   ``notebooks/make_colab.py``) of chapter 01 and of assignment 1 (instructor: the solution) at ci scale
+   (FREEZELAB_SCALE=ci) in that environment, from a scratch folder, with the hub switched off.
 
 Exits 0 when both notebooks run to the end.
 """
@@ -31,8 +32,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = [REPO / "notebooks" / "01_latent_spaces.ipynb",
-             REPO / "notebooks" / "assignments" / "solutions" / "01_cosine_lens.ipynb"]
+NOTEBOOKS = [REPO / "notebooks" / "colab" / "01_latent_spaces.ipynb",
+             REPO / "notebooks" / "colab" / "instructor" / "assignments" / "01_cosine_lens.ipynb"]
 GIT_URL = "git+https://github.com/freezelab/freezelab"
 PREINSTALLED = ["torch==2.13.0", "ipykernel"]  # shipped by Colab, so no install cell names them
 KERNEL = "freezelab-colab-check"

@@ -3,9 +3,11 @@
 The chapters are the notebooks of the repository's top-level ``notebooks/`` folder;
 ``book/build.py`` copies them into ``book/notebooks/`` (git-ignored) before building.
 sphinx-book-theme builds launch links as ``<repo>/blob/<branch>/<path_to_book>/<page>.ipynb``,
-which would point at the git-ignored copy.  This extension rewrites launch links of
-pages under ``notebooks/`` so that Colab opens ``notebooks/<name>.ipynb`` at the
-repository root, the file that is actually committed.
+which would point at the git-ignored copy.  This extension rewrites the launch links of
+pages under ``notebooks/``, and every Colab link of every page, so that Colab opens the
+committed *Colab edition* (``colab_edition``: ``notebooks/colab/``, written by
+``notebooks/make_colab.py``, plain Markdown where the book has MyST), and draws the
+Colab badges inline (an SVG in the page, no image from a CDN).
 
 It also keeps the book readable offline and its numbers in one place:
 
@@ -29,6 +31,11 @@ from pathlib import Path
 from typing import Any
 
 NOTEBOOK_DIR = "notebooks/"
+COLAB_GITHUB = "https://colab.research.google.com/github/freezelab/freezelab/blob/main/"
+BADGE_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="117" height="20" role="img" aria-label="Open in Colab">'
+             '<rect width="117" height="20" rx="3" fill="#555"/><rect x="60" width="57" height="20" rx="3" '
+             'fill="#F9AB00"/><g fill="#fff" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11">'
+             '<text x="8" y="14">Open in</text><text x="68" y="14">Colab</text></g></svg>')
 MATHJAX_PACKAGE = "jupyter_server_mathjax"  # MathJax 2.7 in the package's static/ folder
 MATHJAX_PATH = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
 MATHJAX_FONT = "STIX-Web"  # the only font the package ships (static/fonts/HTML-CSS/STIX-Web)
@@ -174,7 +181,7 @@ def _configure(app, config) -> None:
     config.nb_ipywidgets_js = {f"widgets/{name}": {} for name in (REQUIRE_JS, WIDGET_PATHS.name, EMBED_JS)}
     # book/build.py --edition: the student edition (default) leaves every {solution} out of the pages, and
     # out of the copied sources (_sources/) and the download buttons that would serve them
-    student = os.environ.get("FREEZELAB_BOOK_EDITION", "student") != "instructor"
+    student = not _instructor()
     config.hide_solutions = student
     if student:
         config.html_copy_source = False
@@ -191,14 +198,46 @@ def _copy_scripts(app, exception) -> None:
         shutil.copy2(WIDGET_PATHS, static / "widgets")  # not in book/_static: jupyter-book adds those to every page
 
 
+def colab_edition(path: str, instructor: bool = False) -> str:
+    """The Colab edition of a repository notebook: ``notebooks/X.ipynb`` -> ``notebooks/colab/X.ipynb``
+    (``colab/instructor/X.ipynb`` with ``instructor``), ``notebooks/assignments/X.ipynb`` ->
+    ``notebooks/colab/assignments/X.ipynb``, ``notebooks/assignments/solutions/X.ipynb`` ->
+    ``notebooks/colab/instructor/assignments/X.ipynb``; any other path as it is."""
+    rest = path.removeprefix(NOTEBOOK_DIR)
+    if rest == path or rest.startswith("colab/"):
+        return path
+    if rest.startswith("assignments/solutions/"):
+        return f"{NOTEBOOK_DIR}colab/instructor/assignments/{rest.removeprefix('assignments/solutions/')}"
+    if rest.startswith("assignments/"):
+        return f"{NOTEBOOK_DIR}colab/{rest}"
+    return f"{NOTEBOOK_DIR}colab/{'instructor/' if instructor else ''}{rest}"
+
+
+def _instructor() -> bool:
+    return os.environ.get("FREEZELAB_BOOK_EDITION", "student") == "instructor"
+
+
+def _colab_badges(app, doctree, docname: str) -> None:
+    """Every Colab link opens the Colab edition; a badge image inside one becomes the inline SVG."""
+    from docutils import nodes
+
+    for ref in list(doctree.findall(nodes.reference)):
+        uri = ref.get("refuri", "")
+        if not uri.startswith(COLAB_GITHUB):
+            continue
+        ref["refuri"] = COLAB_GITHUB + colab_edition(uri.removeprefix(COLAB_GITHUB), _instructor())
+        for image in list(ref.findall(nodes.image)):
+            image.replace_self(nodes.raw("", BADGE_SVG, format="html"))
+
+
 def _fix_launch_links(app, pagename: str, templatename: str, context: dict[str, Any], doctree) -> None:
     if not pagename.startswith(NOTEBOOK_DIR):
         return
     book_rel = app.config.html_theme_options.get("path_to_docs", "").strip("/")
     if not book_rel:
         return
-    wrong = f"/{book_rel}/{pagename}"
-    right = f"/{pagename}"
+    wrong = f"/{book_rel}/{pagename}.ipynb"
+    right = "/" + colab_edition(f"{pagename}.ipynb", _instructor())
     for button in context.get("header_buttons", []):
         for item in [button, *button.get("buttons", [])]:
             url = item.get("url")
@@ -209,6 +248,7 @@ def _fix_launch_links(app, pagename: str, templatename: str, context: dict[str, 
 def setup(app):
     # sphinx-book-theme adds the launch buttons at priority 501; run after it.
     app.connect("html-page-context", _fix_launch_links, priority=900)
+    app.connect("doctree-resolved", _colab_badges)
     app.connect("config-inited", _configure)
     app.connect("build-finished", _copy_scripts)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "0.1"}
