@@ -100,6 +100,20 @@ def test_plot_lens_heatmap_annotates_every_cell():
     assert fig.axes[0].images[0].get_array().shape == (L + 1, k)
 
 
+def test_plot_lens_heatmap_labels_contrast_with_their_cell():
+    from matplotlib.colors import to_rgb
+
+    probs = np.array([[0.0, 0.3, 0.5, 0.7, 0.95, 1.0]])  # dark purple .. teal .. green .. yellow
+    fig = plot_lens_heatmap([[f"t{j}" for j in range(6)]], probs)
+    colours = [t.get_color() for t in fig.axes[0].texts]
+    assert colours == ["white", "white", "black", "black", "black", "black"]
+    cmap = fig.axes[0].images[0].cmap
+    for p, colour in zip(probs[0], colours):  # WCAG contrast ratio of label on cell: at least 4.5 (AA)
+        lum = [sum(w * (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4)
+                   for w, c in zip((0.2126, 0.7152, 0.0722), rgb)) for rgb in (cmap(float(p))[:3], to_rgb(colour))]
+        assert (max(lum) + 0.05) / (min(lum) + 0.05) >= 4.5, (p, colour)
+
+
 def test_plot_lens_heatmap_shape_mismatch_errors():
     with pytest.raises(FreezelabError, match="one list of k strings"):
         plot_lens_heatmap([["a", "b"]] * 3, np.ones((3, 3)) / 3)

@@ -23,7 +23,7 @@ from freezelab.method.plan import Plan
 DPI = 150
 MAX_WIDTH = 8.0  # inches: wider figures are shrunk to the column width until their text is illegible
 
-# The method's steps (METHOD.md, book/method.md) and the steps each chapter notebook covers.
+# The method's steps (book/method.md) and the steps each chapter notebook covers.
 PIPELINE = ("trace", "deviation", "law", "gains", "plan", "cost", "evaluation")
 CHAPTER_STEPS = {1: (1,), 2: (1, 2), 3: (2,), 4: (3, 4), 5: (5, 6), 6: (6,), 7: (7,)}
 
@@ -135,10 +135,18 @@ def plot_lens_heatmap(tokens: list[list[str]], probs: np.ndarray, ax: Axes | Non
     image = ax.imshow(probs, aspect="auto", origin="lower", cmap="viridis", vmin=0, vmax=1)
     for (i, j), p in np.ndenumerate(probs):
         ax.text(j, i, tokens[i][j], ha="center", va="center", fontsize=10, parse_math=False,
-                color="black" if p > 0.5 else "white")
+                color=text_colour(image.cmap(image.norm(p))))
     fig.colorbar(image, ax=ax, label="probability")
     ax.set(xlabel="rank", ylabel="latent space l", xticks=range(k), xticklabels=range(1, k + 1), yticks=range(n))
     return fig
+
+
+def text_colour(rgba) -> str:
+    """Black or white, whichever reads better on the colour `rgba`: black when its relative luminance
+    (WCAG 2: linearised sRGB, weights 0.2126, 0.7152, 0.0722) is above 0.179, where the two contrasts are equal."""
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3]]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return "black" if luminance > 0.179 else "white"
 
 
 def plot_pipeline(chapter: int | None = None, ax: Axes | None = None) -> Figure:
