@@ -136,6 +136,11 @@ def study_substitutions() -> dict[str, str]:
             "study_lisa_blocks": blocks["lisa"]}
 
 
+SOLUTIONS_NOTE = {  # {{ solutions_note }} on the intro page, by edition (student: True)
+    True: "This student edition leaves the solutions out; the instructor edition (`make book-instructor`) "
+          "folds them out under each exercise.",
+    False: "In this instructor edition the solutions fold out under each exercise.",
+}
 SOURCE_ENV = "FREEZELAB_BOOK_SOURCE"  # set by book/build.py: the folder its notebooks came from
 
 
@@ -187,7 +192,7 @@ def _configure(app, config) -> None:
         config.html_copy_source = False
         config.html_theme_options = {**config.html_theme_options, "use_download_button": False}
     config.myst_substitutions = {**reference_substitutions(), **study_substitutions(), **runtime_substitutions(),
-                                 **(config.myst_substitutions or {})}
+                                 "solutions_note": SOLUTIONS_NOTE[student], **(config.myst_substitutions or {})}
 
 
 def _copy_scripts(app, exception) -> None:
