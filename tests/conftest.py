@@ -12,6 +12,20 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _real_models_only_in_slow_tests(request, monkeypatch):
+    """A test that loads a real model (an offline GGUF build) must be marked `slow`: `make test-fast`
+    loads none. Random twins and local folders of them stay allowed everywhere."""
+    if request.node.get_closest_marker("slow"):
+        return
+    from freezelab.model import models
+
+    def refuse(entry):
+        pytest.fail(f"{request.node.nodeid} loads the real model '{entry.name}' but is not marked slow")
+
+    monkeypatch.setattr(models, "_load_offline", refuse)
+
+
 @pytest.fixture(scope="session")
 def smollm():
     from freezelab.model.models import load_model

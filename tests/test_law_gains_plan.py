@@ -12,7 +12,7 @@ from freezelab.method.gains import Gains, layer_gains
 from freezelab.method.law import Law, LowFitWarning, fit_scaling_law
 from freezelab.method.plan import RULES, CutPoint, Plan, benefit_curve, default_cost_curve, plan
 
-# METHOD.md: SmolLM2-135M, BBC News, label-restricted logit lens (R^2 = 0.34, excess argmax = block 14).
+# book/method.md: SmolLM2-135M, BBC News, label-restricted logit lens (R^2 = 0.34, excess argmax = block 14).
 SMOLLM2_TRACE = [11.18, 5.36, 6.71, 5.56, 5.62, 4.52, 5.05, 5.33, 4.46, 5.94, 5.99, 6.69, 7.07, 5.86, 3.68, 4.11,
                  3.55, 3.73, 3.00, 2.90, 3.63, 4.66, 4.10, 4.41, 4.52, 3.60, 3.46, 3.66, 3.38, 2.45, 0.79]
 

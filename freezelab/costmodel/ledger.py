@@ -1,4 +1,4 @@
-"""Step 6 of METHOD.md: the cost ledger, freezelab's one cost model.
+"""Step 6 of the method (book/method.md): the cost ledger, freezelab's one cost model.
 
 For one optimizer step of a training strategy (a `Plan`: full fine-tuning, cut k, cut k on a cached
 prefix, LoRA, LoRA inside a plan, LISA's or gradnorm's block subsets, a random cut) the ledger lists

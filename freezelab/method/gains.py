@@ -1,4 +1,4 @@
-"""Step 3-4 of METHOD.md: what each block removes from the deviation, against what the law expects."""
+"""Steps 3-4 of the method (book/method.md): what each block removes from the deviation, against what the law expects."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Step 4 of METHOD.md: the generic decay of deviation with depth.
+"""Step 4 of the method (book/method.md): the generic decay of deviation with depth.
 
 A saturating power law dhat(l) = E + A * (l + offset) ** (-alpha), with E, A, alpha >= 0, fitted by
 robust least squares to the deviation trace d_0..d_L (nats). It is what a smoothly scaled model

@@ -1,4 +1,4 @@
-"""The baselines of METHOD.md ("What works means") and saved plans as one registry of strategies.
+"""The baselines of the method's evaluation (book/method.md) and saved plans as one registry of strategies.
 
 `resolve(spec, lm)` turns a spec such as `full`, `top:8`, `gradnorm:8`, `lisa:2:10`, `lora-plan` or
 `plan.json` into a `Plan`, or for LISA into a schedule (step -> Plan) that `finetune` follows.
