@@ -134,14 +134,19 @@ def test_widget_scripts_need_npm(tmp_path, monkeypatch):
         build.widget_scripts(tmp_path / "cache")
 
 
-def test_colab_buttons_open_the_committed_notebooks(built_book):
+def test_colab_buttons_open_the_colab_edition(built_book):
+    """The launch button and the badge open the committed Colab edition (notebooks/colab/, make colab);
+    the badge is drawn in the page (no image from a CDN); the assignment pages link the students' Colab copies."""
     html = built_book / "_build" / "html"
+    colab = "https://colab.research.google.com/github/freezelab/freezelab/blob/main/notebooks/colab/"
     for name in build.toc_notebooks(built_book):
         page = (html / "notebooks" / f"{name}.html").read_text(encoding="utf-8")
         urls = set(re.findall(r"https://colab\.research\.google\.com/[^\"']+", page))
-        assert urls == {
-            f"https://colab.research.google.com/github/freezelab/freezelab/blob/main/notebooks/{name}.ipynb"
-        }, f"{name}: unexpected Colab links {urls}"
+        assert urls == {f"{colab}{name}.ipynb"}, f"{name}: unexpected Colab links {urls}"
+        assert (REPO / "notebooks" / "colab" / f"{name}.ipynb").exists(), name
+        assert "img.shields.io" not in page and 'aria-label="Open in Colab"' in page, f"{name}: badge not inline"
+    page = (html / "assignments" / "cosine_lens.html").read_text(encoding="utf-8")
+    assert f"{colab}assignments/01_cosine_lens.ipynb" in page
 
 
 def test_method_page_separates_paper_from_reconstruction(built_book):
@@ -183,6 +188,11 @@ def test_instructor_edition_shows_solutions_and_the_solution_notebooks(instructo
         solution = (instructor_book / "notebooks" / "assignments" / "solutions" / f"{name}.html").read_text(
             encoding="utf-8")
         assert solution.count("\u2714") >= 2, f"{name}: the executed checks' outputs are not shown"
+        colab = "https://colab.research.google.com/github/freezelab/freezelab/blob/main/notebooks/colab/instructor/"
+        assert f"{colab}assignments/{name}.ipynb" in solution, f"{name}: Colab does not open the instructor edition"
+    chapter = (instructor_book / "notebooks" / "01_latent_spaces.html").read_text(encoding="utf-8")
+    assert set(re.findall(r"https://colab\.research\.google\.com/[^\"']+", chapter)) == {
+        f"{colab}01_latent_spaces.ipynb"}
 
 
 def test_results_summary_is_included(built_book):
