@@ -114,6 +114,24 @@ def test_plot_lens_heatmap_labels_contrast_with_their_cell():
         assert (max(lum) + 0.05) / (min(lum) + 0.05) >= 4.5, (p, colour)
 
 
+def test_plot_sweep_keeps_its_legend_legible_and_under_the_axes():
+    from freezelab.ui.plots import plot_sweep
+
+    cuts = [{"cut": k, "cost_ratio": 1 - k / L, "loss": 0.5 + 0.01 * k} for k in range(L)]
+    strategies = {name: {"cost_ratio": 0.1 * i, "loss": 0.6} for i, name in enumerate(["semantic-plan", "top25", "lora"])}
+    fig = plot_sweep({"cuts": cuts, "strategies": strategies, "loss_before": 1.0, "model": "m", "dataset": "d",
+                      "steps": 3, "seed": 0})
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["cut k (oracle sweep)", "semantic-plan", "top25", "lora",
+                                                          "before fine-tuning"]
+    assert min(t.get_fontsize() for t in legend.get_texts()) >= 10  # points: legible at the column width
+    renderer = fig.canvas.get_renderer()
+    assert legend.get_window_extent(renderer).y1 < ax.get_window_extent(renderer).y0  # below the plot
+    assert len(ax.texts) == L  # every cut labelled
+
+
 def test_plot_lens_heatmap_shape_mismatch_errors():
     with pytest.raises(FreezelabError, match="one list of k strings"):
         plot_lens_heatmap([["a", "b"]] * 3, np.ones((3, 3)) / 3)

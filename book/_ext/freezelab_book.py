@@ -250,9 +250,18 @@ def _fix_launch_links(app, pagename: str, templatename: str, context: dict[str, 
                 item["url"] = url.replace(wrong, right)
 
 
+def _each_script_once(app, pagename: str, templatename: str, context: dict[str, Any], doctree) -> None:
+    """Drop repeated scripts: sphinx-thebe adds its inline configuration at every ``env-before-read-docs``,
+    and a page that declares ``const THEBE_JS_URL`` twice logs a SyntaxError in the browser console."""
+    scripts = context.get("script_files")
+    if scripts:
+        context["script_files"] = list(dict.fromkeys(scripts))
+
+
 def setup(app):
     # sphinx-book-theme adds the launch buttons at priority 501; run after it.
     app.connect("html-page-context", _fix_launch_links, priority=900)
+    app.connect("html-page-context", _each_script_once, priority=950)
     app.connect("doctree-resolved", _colab_badges)
     app.connect("config-inited", _configure)
     app.connect("build-finished", _copy_scripts)

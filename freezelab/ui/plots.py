@@ -1,5 +1,5 @@
-"""Figures of the method: deviation trace and law, gains and cut, benefit vs cost, lens heatmap,
-and the pipeline of the method with the steps a chapter covers.
+"""Figures of the method: deviation trace and law, gains and cut, benefit vs cost, an oracle sweep, lens
+heatmap, and the pipeline of the method with the steps a chapter covers.
 
 Each function draws on `ax` (a new figure when None) and returns the Figure; none calls plt.show.
 `glue(...)` stores the numbers the chapters' prose quotes. `book_style()` sets what every notebook figure uses: 150 dpi and fonts that stay legible when a
@@ -119,6 +119,26 @@ def plot_benefit_cost(plan: Plan, ax: Axes | None = None) -> Figure:
     ax.set(xlabel="cost ratio vs full fine-tuning", ylabel="predicted benefit ratio")
     ax.set(xlim=(0, 1.05), ylim=(0, 1.05))
     ax.legend()
+    return fig
+
+
+def plot_sweep(sweep: dict, ax: Axes | None = None) -> Figure:
+    """An oracle sweep (`sweep.json` as a dict): held-out loss (nats) of every cut and baseline against its
+    modelled cost ratio, the plan's cut starred, the loss before fine-tuning dotted; legend under the axes."""
+    fig, ax = _axes(ax, (MAX_WIDTH, 5))
+    cuts = sweep["cuts"]
+    ax.plot([c["cost_ratio"] for c in cuts], [c["loss"] for c in cuts], "o-", color="0.4", label="cut k (oracle sweep)")
+    for c in cuts:
+        ax.annotate(str(c["cut"]), (c["cost_ratio"], c["loss"]), textcoords="offset points", xytext=(3, 3),
+                    fontsize="small")
+    for i, (name, s) in enumerate(sweep["strategies"].items()):
+        star = name == "semantic-plan"
+        ax.scatter(s["cost_ratio"], s["loss"], marker="*" if star else "s", s=160 if star else 50, zorder=3,
+                   label=name, color=plt.cm.tab10(i % 10))
+    ax.axhline(sweep["loss_before"], ls=":", color="black", label="before fine-tuning")
+    ax.set(xlabel="cost ratio (modelled step cost / full fine-tuning)", ylabel="held-out loss (nats)",
+           title=f"{sweep['model']} on {sweep['dataset']}: {sweep['steps']} steps, seed {sweep['seed']}")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=3)
     return fig
 
 
