@@ -13,6 +13,7 @@ import torch
 from freezelab.model.models import LoadedModel
 
 _CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[int, torch.Tensor]]" = weakref.WeakKeyDictionary()
+_GRAM: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[int, torch.Tensor]]" = weakref.WeakKeyDictionary()
 
 
 def semantic_basis(lm: LoadedModel) -> torch.Tensor:
@@ -30,12 +31,25 @@ def semantic_basis_columns(lm: LoadedModel, ids: torch.Tensor) -> torch.Tensor:
     """s_v for the token ids `ids` only: (len(ids), d) float32 on CPU, row i = column ids[i] of pinv(W).
 
     With W of full column rank, pinv(W) = (W^T W)^-1 W^T, so s_v = (W^T W)^-1 w_v (w_v = row v of W):
-    one d x d solve against the few rows asked for, never the whole V x d pseudo-inverse.
+    one d x d solve against the few rows asked for, never the whole V x d pseudo-inverse. The
+    Cholesky factor of W^T W is computed once per model (and head version): every lens reading of a
+    trace shares it.
     """
     weight = lm.lm_head.weight.detach().double()
-    gram = weight.T @ weight  # (d, d)
     rows = weight[ids.to(weight.device)]  # (n, d)
-    return torch.linalg.solve(gram, rows.T).T.float().cpu()
+    return torch.cholesky_solve(rows.T, _gram_factor(lm)).T.float().cpu()
+
+
+def _gram_factor(lm: LoadedModel) -> torch.Tensor:
+    """The Cholesky factor of W^T W (d x d, float64), cached like `semantic_basis`."""
+    weight = lm.lm_head.weight
+    cached = _GRAM.get(lm.model)
+    if cached is not None and cached[0] == weight._version:
+        return cached[1]
+    w = weight.detach().double()
+    factor = torch.linalg.cholesky(w.T @ w)
+    _GRAM[lm.model] = (weight._version, factor)
+    return factor
 
 
 def decompose(lm: LoadedModel, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
