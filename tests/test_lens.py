@@ -52,20 +52,20 @@ def test_every_lens_is_registered_with_its_unit_and_in_the_cli_help(llama):
         assert usage in plan_help and text in plan_help
     tr = a_trace(torch.randn(5, 4, 32))
     units = {name: deviation(tr, llama, name).units for name in LENSES}
-    assert units == {"logit": "nats", "cosine": "1 - cosine", "kl": "nats", "virtual": "1 - cosine"}
-    assert deviation(tr, llama, "virtual:distance=euclidean").units == "Euclidean distance"
+    assert units == {"logit": "nats", "cosine": "1 - cosine", "kl": "nats", "virtual": "Euclidean distance"}
+    assert deviation(tr, llama, "virtual:distance=cosine").units == "1 - cosine"
 
 
 def test_lens_options_parse_to_a_canonical_name():
-    lens, options = parse_lens("virtual:index=l+1,distance=cosine")
+    lens, options = parse_lens("virtual:index=l+1,distance=cosine")  # options in any order
     assert options == {"distance": "cosine", "base": "token", "index": "l+1"}
     assert lens_spec(lens, options) == "virtual:distance=cosine,base=token,index=l+1" == lens_spec(*parse_lens(
-        "virtual:index=l+1,base=token"))  # every option spelled out, in the registry's order
+        "virtual:index=l+1,base=token,distance=cosine"))  # every option spelled out, in the registry's order
     defaults = {k: v[0] for k, v in VIRTUAL_OPTIONS.items()}
     assert parse_lens("virtual") == (lens, defaults) and lens_spec(*parse_lens("logit")) == "logit"
     with pytest.raises(FreezelabError, match="unknown lens 'tuned'"):
         parse_lens("tuned")
-    with pytest.raises(FreezelabError, match="no option 'distance=manhattan'.*distance=cosine\\|euclidean"):
+    with pytest.raises(FreezelabError, match="no option 'distance=manhattan'.*distance=euclidean\\|cosine"):
         parse_lens("virtual:distance=manhattan")
     with pytest.raises(FreezelabError, match="lens 'logit' has no option 'base=mean' \\(options: none\\)"):
         parse_lens("logit:base=mean")
@@ -86,10 +86,10 @@ def test_virtual_line_runs_from_the_token_row_to_the_label_basis(llama):
 
 def test_a_trace_on_the_line_has_zero_deviation_and_one_off_it_does_not(llama):
     points = line(llama)
-    on = deviation(a_trace(points * 3.0), llama, "virtual")  # the final norm (weight 1) keeps directions
+    on = deviation(a_trace(points * 3.0), llama, "virtual:distance=cosine")  # the norm (weight 1) keeps directions
     assert on.per_example.shape == (5, llama.num_layers + 1)
     assert abs(on.per_example).max() < 1e-5
-    off = deviation(a_trace(points + torch.randn_like(points)), llama, "virtual")
+    off = deviation(a_trace(points + torch.randn_like(points)), llama, "virtual:distance=cosine")
     assert off.per_example.min() > 1e-3
     assert distance_to(points, points, "euclidean").abs().max() == 0
     assert torch.allclose(distance_to(points, points + 2.0, "euclidean"), torch.full((5, 4), 2.0 * 32**0.5))
@@ -97,9 +97,10 @@ def test_a_trace_on_the_line_has_zero_deviation_and_one_off_it_does_not(llama):
 
 def test_the_mean_base_reads_the_whole_prompt(llama):
     points = line(llama, base="mean")
-    on = deviation(a_trace(points), llama, "virtual:base=mean").per_example
+    on = deviation(a_trace(points), llama, "virtual:distance=cosine,base=mean").per_example
     assert abs(on).max() < 1e-5
-    assert deviation(a_trace(points), llama, "virtual").per_example[:, 0].max() > 1e-3  # token base differs
+    token = deviation(a_trace(points), llama, "virtual:distance=cosine").per_example
+    assert token[:, 0].max() > 1e-3  # the token base is another line
 
 
 def test_virtual_lens_refuses_an_lm_task_and_a_trace_without_prompts(llama):

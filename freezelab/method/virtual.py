@@ -21,8 +21,10 @@ compared with that virtual point. The reading is ours (book/method.md); each cho
   numbering, so block l's output (latent space l) gets (layer_idx + 1) / L = l / L, from the
   embedding row at l = 0 to the label basis at l = L. `l+1` reads `layer_idx` as the latent
   space itself, ratio (l + 1) / L: the basis is reached at l = L - 1 and overshot at l = L.
-The defaults are the options chosen on the development pair (`freezelab.study.virtual_lens`,
-book/results/virtual_lens.json); the authors' code corresponds to base=token, index=l.
+The defaults (the first value of each option) are the options chosen on the development pair,
+SmolLM2-135M x BBC News, by the knee study's criterion (`freezelab.study.virtual_lens`, recorded
+with the evidence in book/results/virtual_lens.json): distance=euclidean, base=token, index=l.
+The authors' code corresponds to base=token, index=l and (in our reading) distance=cosine.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from freezelab.method.trace import Trace
 from freezelab.model.models import LoadedModel
 
 # option -> values, the default first
-VIRTUAL_OPTIONS: dict[str, tuple[str, ...]] = {"distance": ("cosine", "euclidean"), "base": ("token", "mean"),
+VIRTUAL_OPTIONS: dict[str, tuple[str, ...]] = {"distance": ("euclidean", "cosine"), "base": ("token", "mean"),
                                                "index": ("l", "l+1")}
 
 
@@ -68,7 +70,7 @@ def input_bases(lm: LoadedModel, trace: Trace, base: str) -> torch.Tensor:
     return torch.stack(rows).cpu()
 
 
-def virtual_lens(lm: LoadedModel, trace: Trace, hn: torch.Tensor, distance: str = "cosine",
+def virtual_lens(lm: LoadedModel, trace: Trace, hn: torch.Tensor, distance: str = "euclidean",
                  base: str = "token", index: str = "l") -> torch.Tensor:
     """d_l = distance(N(h_l), v_l) per example and latent space: hn (n, L+1, d) -> (n, L+1) on CPU."""
     ids, inverse = trace.targets.unique(return_inverse=True)
