@@ -48,6 +48,11 @@ PARENTHETICAL = {"cite", "cite:p", "cite:ps", "cite:alp", "cite:cts", "footcite"
 TEXTUAL = {"cite:t", "cite:ts", "cite:ct", "footcite:t"}
 
 
+class MystError(ValueError):
+    """Markup the stored outputs or the bibliography cannot fill: a glue name, a citation key, a substitution,
+    an image file."""
+
+
 @dataclass(frozen=True)
 class GlueValue:
     """One glued value of the stored run: its MIME bundle (``text/plain``, ``image/png``, ...)."""
@@ -241,7 +246,7 @@ class Converter:
 
     def _substitute(self, name: str) -> str:
         if name not in self._values:
-            raise KeyError(f"no value for the substitution {{{{ {name} }}}}")
+            raise MystError(f"no value for the substitution {{{{ {name} }}}}")
         return self._values[name]
 
     def role(self, name: str, content: str, collect: bool = False) -> str:
@@ -271,8 +276,8 @@ class Converter:
 
     def _glued(self, key: str) -> GlueValue:
         if key not in self.glue:
-            raise KeyError(f"no stored value glued as {key!r}: run the notebook (make notebooks) so its "
-                           "outputs hold it")
+            raise MystError(f"no stored value glued as {key!r}: run the notebook (make notebooks) so its "
+                            "outputs hold it")
         return self.glue[key]
 
     def _glue_role(self, name: str, content: str) -> str:
@@ -288,7 +293,7 @@ class Converter:
         refs = []
         for key in (k.strip() for k in content.split(",")):
             if key not in self.bibliography:
-                raise KeyError(f"{{{name}}}`{key}`: no such entry in the bibliography")
+                raise MystError(f"{{{name}}}`{key}`: no such entry in the bibliography")
             if not collect and key not in self.cited:
                 self.cited.append(key)
             refs.append(self.bibliography[key][0])
@@ -315,7 +320,7 @@ class Converter:
             return src
         path = self.folder / src
         if not path.is_file():
-            raise FileNotFoundError(f"image {src} not found next to the notebook ({path})")
+            raise MystError(f"image {src} not found next to the notebook ({path})")
         mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
 

@@ -166,7 +166,10 @@ def colab_notebook(edition: Edition) -> dict:
             continue
         text = _source(cell)
         glued = glued or bool(GLUE.search(text))
-        text = converter.convert(relink(text, edition.instructor))
+        try:
+            text = converter.convert(relink(text, edition.instructor))
+        except markdown.MystError as err:
+            raise markdown.MystError(f"{edition.source.relative_to(REPO)}, cell {cell.get('id', '?')}: {err}") from None
         if text.strip():
             cells.append({**copy.deepcopy(cell), "source": text.splitlines(keepends=True)})
     first = next((c for c in cells if c["cell_type"] == "markdown"), None)
@@ -203,7 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only report Colab notebooks that are out of date")
     args = parser.parse_args(argv)
-    wanted = colab_notebooks()
+    try:
+        wanted = colab_notebooks()
+    except markdown.MystError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     stale = [p for p, text in wanted.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
     orphans = [p for p in OUT.rglob("*.ipynb") if p not in wanted]
     if args.check:
