@@ -188,13 +188,13 @@ class Converter:
         if name in ("exercise", "exercise-start"):
             n = self._next("Exercise")
             head = f"**Exercise {n}**" + (f" ({self.inline(args)})" if args else "")
-            return head + ("\n\n" + self.convert(content) if content.strip() else "")
+            return head + ("\n\n" + self.convert(content) if content.strip() else "\n")  # gated: text follows
         if name in ("solution", "solution-start"):
             if not self.instructor:
                 self.hiding = name == "solution-start"
                 return ""
             head = f"**Solution to {self.labels.get(args, 'the exercise')}**"
-            return head + ("\n\n" + self.convert(content) if content.strip() else "")
+            return head + ("\n\n" + self.convert(content) if content.strip() else "\n")  # gated: text follows
         if name == "solution-end":
             self.hiding = False
             return ""

@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from conftest import load_script
@@ -68,6 +69,7 @@ def test_no_myst_is_left(edition, generated):
         assert found is None, f"{_ids(edition)}: MyST markup left: {text[max(0, found.start() - 80):found.end() + 80]!r}"
     assert "img.shields.io" not in text and "](figures/" not in text  # no image from a CDN, none a relative path
     assert nb["metadata"]["freezelab"]["colab_edition_of"] == edition.source.relative_to(REPO).as_posix()
+    nbformat.validate(nbformat.from_dict(nb))
 
 
 @pytest.mark.parametrize("edition", EDITIONS, ids=_ids)
