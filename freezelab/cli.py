@@ -1,4 +1,4 @@
-"""The `freezelab` command line: models, datasets, info, plan, finetune, sweep, bench, cost, grade."""
+"""The `freezelab` command line: models, datasets, info, plan, finetune, sweep, bench, cost, rules, grade."""
 
 from __future__ import annotations
 
@@ -78,6 +78,7 @@ def _cmd_plan(args: argparse.Namespace) -> None:
 
     from freezelab.method.lens import check_lens
     from freezelab.method.plan import check_rule
+    from freezelab.study.decision import plan_note, variant
 
     rule = args.rule or ("budget" if args.budget is not None else "argmax-excess")
     check_rule(rule, args.budget, args.share)  # before the model loads
@@ -95,6 +96,9 @@ def _cmd_plan(args: argparse.Namespace) -> None:
     print(lm.summary())
     print(task.summary())
     print(report.table(run))
+    note = plan_note(variant(rule, args.share, args.lens, not args.full_vocab), lm.num_layers)
+    if note:  # the study recommends another rule (freezelab/recommendation.json, written by its --collect)
+        print(note)
     if args.out:
         print(f"wrote {Path(args.out) / 'plan.json'}, report.md and figures")
 
@@ -171,6 +175,16 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     from freezelab.classroom.grade import main
 
     return main(args.notebook, json_path=args.json, timeout=args.timeout)
+
+
+def _cmd_rules(args: argparse.Namespace) -> None:
+    from freezelab.study.rules import STUDY, leaderboard, score_rules
+
+    scores = score_rules(args.rules_file, oracles=args.oracles or [STUDY])
+    print(leaderboard(scores))
+    if args.json:
+        atomic_write_json(args.json, scores.to_dict(), newline=True)
+        print(f"wrote {args.json}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,6 +265,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", action="store_true", help="measure the device's constants again")
     p.add_argument("--json", default=None, help="also write the ledger to this JSON file")
     p.set_defaults(func=_cmd_cost)
+
+    p = sub.add_parser("rules", help="score rules written later on the stored oracle sweeps (no model loaded)")
+    rules = p.add_subparsers(dest="action", required=True)
+    p = rules.add_parser("score", help="each public function of a rules file, t -> cut k, on every stored oracle")
+    p.add_argument("rules_file", help="a Python file; each public top-level function is a rule (freezelab.study.rules)")
+    p.add_argument("--oracles", nargs="+", default=None, metavar="DIR",
+                   help="folders holding runs/MODEL/DATASET/seedS/ sweeps (default: the checkout's book/results)")
+    p.add_argument("--json", default=None, help="also write every score to this JSON file")
+    p.set_defaults(func=_cmd_rules)
 
     p = sub.add_parser("grade", help="execute an assignment notebook and run every check (freezelab.classroom)")
     p.add_argument("notebook", help="a notebook of notebooks/assignments/, filled in by a student")

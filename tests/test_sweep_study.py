@@ -86,7 +86,8 @@ def test_metrics_on_a_grid_with_known_answers():
     assert row["oracle_gap"]["mean"] == pytest.approx(0.0)
     assert row["cost_regret"]["mean"] == pytest.approx(0.25)  # cut 2 is as accurate and 0.25 cheaper
     assert row["cost_regret"]["lo"] <= 0.25 <= row["cost_regret"]["hi"]
-    assert row["knee_cut"] == [2, 2]  # cheapest cut with 95% of full FT's 0.7-nat gain
+    assert row["knee_cut"] == 2 and row["knee_reached"]  # cheapest cut within 1 point of the best (0.8)
+    assert row["knee_cut_per_seed"] == [2, 2]
     assert row["knee_distance"]["mean"] == pytest.approx(1.0)  # the plan trains one block too many
     top = row["rules"]["top25"]  # top25 of 4 blocks = cut 3: cheap and bad
     assert top["cuts"] == [3, 3] and top["frontier_regret_acc"]["mean"] == pytest.approx(0.0)
@@ -99,27 +100,27 @@ def test_metrics_on_a_grid_with_known_answers():
     assert random_cut["cost_regret"]["mean"] == pytest.approx(0.1875) and random_cut["cost"] == pytest.approx(0.625)
     # the verdict weighs top25 against the plan by paired intervals: 0.25 of cost saved (cut 3 has no cheaper
     # rival), no frontier regret either way, 30 points of oracle gap added
-    from freezelab.study.report import top25_outcome
+    from freezelab.study.prose import top25_outcome
 
     vs = row["top25_vs_plan"]
     assert vs["delta_cost_regret"]["mean"] == pytest.approx(0.25) and vs["delta_oracle_gap"]["lo"] > 0.2
     assert top25_outcome(vs).endswith("mixed: better on cost regret; no detectable difference on frontier regret; "
                                       "worse on oracle gap")
-    from freezelab.study.report import answer_lines
+    from freezelab.study.prose import answer_lines
 
     (answer, _) = answer_lines({"rows": [row], "rules": leaderboard([row])})
     assert "the plan's cut had the lower cost regret (paired interval clear of zero) on 0, the higher on 1" in answer
     assert "the lower frontier regret on 0, the higher on 0, no detectable difference on 1" in answer
-    from freezelab.study.report import bound_lines
+    from freezelab.study.prose import bound_lines
 
-    assert bound_lines([row])[0] == "The law's fit sat on a bound in 2 of the 2 traces so far: E on 2 (m x d)."
+    assert bound_lines([row])[0] == "The law's fit sat on a bound in 2 of the 2 traces: E on 2 (m x d)."
     # a plan at the cheap bad cut has a frontier regret of 0 but an oracle gap of 30 points
     bad = summarise_pair([_sweep(0, acc, loss, chosen=3, gains=[0.0, 0.1, 0.5, 0.2])], n_boot=50)
     assert bad["oracle_gap"]["mean"] == pytest.approx(0.30) and bad["oracle_gap"]["lo"] > 0.2
 
 
 def test_verdict_says_when_full_fine_tuning_is_no_ceiling():
-    from freezelab.study.report import pair_sentences
+    from freezelab.study.prose import pair_sentences
 
     acc, loss = [0.80, 0.80, 0.80, 0.50], [0.30, 0.30, 0.31, 0.80]
     sweeps = [_sweep(s, acc, loss, chosen=1, gains=[0.0, 0.1, 0.5, 0.2]) for s in range(2)]
@@ -134,7 +135,7 @@ def test_verdict_says_when_full_fine_tuning_is_no_ceiling():
 
 
 def test_verdict_reads_the_knee_at_each_learning_rate():
-    from freezelab.study.report import lr_lines
+    from freezelab.study.prose import lr_lines
 
     curves = {"0.0001": {"cuts": [0, 1, 2, 3], "acc": [0.80, 0.85, 0.845, 0.60], "chosen": True},
               "0.0003": {"cuts": [0, 2], "acc": [0.90, 0.70], "chosen": False}}
@@ -146,7 +147,7 @@ def test_verdict_reads_the_knee_at_each_learning_rate():
 
 def test_status_states_the_measured_compute_and_what_is_left():
     from freezelab.study.results import sweep_hours
-    from freezelab.study.report import status_sentence
+    from freezelab.study.prose import status_sentence
 
     sweep = {"cuts": [{"seconds": 1800.0}, {"seconds": 900.0}], "cache_seconds": 360.0,
              "strategies": {"full": {"seconds": 540.0}, "semantic-plan": {"cut": 1}}}
@@ -269,49 +270,10 @@ def test_study_at_ci_scale(tmp_path):
     assert "wall_seconds" in again and len(again["deviation_after"]) == 31
     assert [p for p, text in stored.items() if p != top and p.read_text() != text] == []
     # the protocol the book quotes is the one the metrics ran with
-    from freezelab.study.results import ACC_TOLERANCE, KNEE_SHARE
+    from freezelab.study.results import ACC_TOLERANCE, ZERO
 
-    assert summary["protocol"]["acc_tolerance"] == ACC_TOLERANCE and summary["protocol"]["knee_share"] == KNEE_SHARE
-    assert "at least 3 of them" in (tmp_path / "protocol.md").read_text()  # knee_study.MIN_PAIRS
+    assert summary["protocol"]["acc_tolerance"] == ACC_TOLERANCE and summary["protocol"]["zero"] == ZERO
+    assert "at least 3 of them" in (tmp_path / "protocol.md").read_text()  # decision.MIN_PAIRS
+    assert summary["headline"].startswith("The study has no held-out model x data set yet")  # no development pair
+    assert (tmp_path / "headline.md").read_text().startswith(f"**{summary['headline']}**")
 
-
-def _knee_pair(model, dataset, acc, loss, knee_cut, seeds=(0,)):
-    """An 8-block pair whose default rule picks cut 1 and whose knee-0.5 candidate picks `knee_cut`."""
-    variants = {"knee-0.5/logit-labels": knee_cut, "knee-0.7/logit-labels": 3, "knee-0.9/logit-labels": 0,
-                "knee-gain-0.5/logit-labels": 4, "knee-gain-0.7/logit-labels": 2, "knee-gain-0.9/logit-labels": 0,
-                "argmax-excess/cosine": 6, "argmax-excess/kl": 2, "argmax-excess/logit-full": 1}
-    return (model, dataset), [_sweep(s, acc, loss, chosen=1, gains=[0.1] * 8, variants=variants, model=model,
-                                     dataset=dataset) for s in seeds]
-
-
-def test_knee_study_develops_on_one_pair_and_decides_on_the_held_out_ones():
-    from freezelab.study.knee import knee_study
-
-    # development: the knee (cheapest cut with 95% of full FT's 0.7-nat gain) is cut 5
-    dev = _knee_pair("smollm2-135m", "bbc-news", [0.8] * 6 + [0.7, 0.6], [0.3] * 5 + [0.31, 0.5, 0.7], knee_cut=5)
-    # held out: the knee moves to cut 3; knee-0.5 follows it there, the depth-only rule (3 of 8 blocks) does not
-    acc, loss = [0.8] * 4 + [0.7] * 4, [0.3] * 4 + [0.5] * 4
-    held = [_knee_pair(m, "other", acc, loss, knee_cut=3) for m in ("a", "b", "c")]
-    expected = [dev[0]] + [p for p, _ in held]
-    study = knee_study(dict([dev, *held]), expected, {p: 1 for p in expected}, n_boot=100)
-    d = study["development"]
-    assert d["chosen"] == {"knee": "knee-0.5/logit-labels", "knee-gain": "knee-gain-0.5/logit-labels",
-                           "lens": "argmax-excess/cosine"}  # |distance| 0, 1 and 1 (cosine the cheaper)
-    assert d["depth_share"] == pytest.approx(3 / 8)
-    pair = study["held_out"][0]["rules"]
-    assert pair["depth-only"]["cuts"] == [5] and pair["top25"]["cuts"] == [6]
-    knee = pair["knee-0.5/logit-labels"]
-    assert knee["delta_cost_regret"]["mean"] == pytest.approx(0.25) and knee["delta_cost_regret"]["lo"] > 0
-    v = study["verdicts"]["knee-0.5/logit-labels"]
-    assert study["final"] and v["pairs_lower_cost_regret"] == 3 and v["beats"] == {"depth-only": True, "top25": True}
-    assert v["decision"] == "becomes the default"
-    assert study["verdicts"]["knee-gain-0.5/logit-labels"]["decision"] == "fails"  # cut 4 is 10 points worse
-    # the same candidate at cut 4 on the held-out pairs: 10 points below the best cut, and dearer than
-    # the cheapest cut as accurate
-    held = [_knee_pair(m, "other", acc, loss, knee_cut=4) for m in ("a", "b", "c")]
-    v = knee_study(dict([dev, *held]), expected, {p: 1 for p in expected}, n_boot=50)["verdicts"]
-    assert v["knee-0.5/logit-labels"]["mean_oracle_gap_raise"] == pytest.approx(0.1)
-    assert v["knee-0.5/logit-labels"]["decision"] == "fails"
-    # with a seed still to come the decision waits
-    v = knee_study(dict([dev, *held]), expected, {**{p: 1 for p in expected}, dev[0]: 2}, n_boot=20)["verdicts"]
-    assert v["knee-0.5/logit-labels"]["decision"] == "pending"

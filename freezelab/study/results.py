@@ -9,8 +9,14 @@ interval (`CI`) comes from `n_boot` such resamples (paired: every cut and strate
 - `oracle_gap`: the same against every grid cut (accuracy).
 - `cost_regret`: the chosen cut's modelled cost minus that of the cheapest grid cut whose accuracy
   is within `ACC_TOLERANCE` of it.
-- `knee_cut`: the cheapest grid cut whose realised gain (nats) reaches 95% of full fine-tuning's;
-  `knee_distance` = knee cut - chosen cut, in blocks (> 0: the rule trains more blocks than needed).
+- `knee_cut`: the cheapest grid cut whose mean accuracy over seeds is within `ACC_TOLERANCE` of the
+  best mean accuracy among every grid cut and the tuned full fine-tuning (the most accurate grid cut
+  when none is: `knee_reached` says which); `knee_cut_per_seed` applies the same definition to each
+  seed alone. `knee_distance` = knee cut - chosen cut, in blocks (> 0: the rule trains more blocks
+  than needed); in a resample the knee is found again on the resampled examples.
+- `lr`: per family (`blocks`, `lora`, `full`), the validation-picked rate: {grid, chosen, val_loss}.
+- An interval touches zero when a bound is within `ZERO` of it (`side`): bootstrap percentiles of
+  paired differences that are exactly zero come out as +-1e-17, not 0.
 - `marginal_spearman`: Spearman between the predicted per-block gains g_l and the realised marginal
   gain of the grid (loss at the deeper grid cut minus loss at the shallower one, attributed to the
   blocks between them, g summed over them), beside `marginal_spearman_depth`: |Spearman| of block
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -34,8 +40,8 @@ from scipy.stats import spearmanr
 from freezelab.study.sweep import DENSE_ALL_UP_TO, DENSE_STRIDE, LENS_VARIANTS, RULE_VARIANTS
 
 ACC_TOLERANCE = 0.01  # "within 1 accuracy point"
-KNEE_SHARE = 0.95
 N_BOOT = 1000
+ZERO = 1e-9  # an interval bound this close to zero touches it
 CI = (2.5, 97.5)  # percentiles of the bootstrap: a 95% interval
 RANDOM_CUT = "random-cut (expected)"  # a grid cut drawn uniformly: every metric's expectation
 TRIVIAL_RULES = {  # cut k of L blocks chosen without looking at the trace
@@ -44,6 +50,29 @@ TRIVIAL_RULES = {  # cut k of L blocks chosen without looking at the trace
     "last-block": lambda L: L - 1,
     "all-blocks": lambda L: 0,
 }
+
+
+@dataclass(frozen=True)
+class View:
+    """A grid's per-seed means over some test examples: accuracy and loss (S, K) of every grid cut,
+    loss before fine-tuning and after full fine-tuning (S,), and the knee cut of these examples."""
+
+    acc: np.ndarray
+    loss: np.ndarray
+    before: np.ndarray
+    full: np.ndarray
+    knee: int
+
+
+def interval(point: float, boots: np.ndarray) -> dict:
+    """{mean, lo, hi}: a point estimate and the CI percentiles of its bootstrap replicates."""
+    lo, hi = np.percentile(boots, CI) if len(boots) else (np.nan, np.nan)
+    return {"mean": float(point), "lo": float(lo), "hi": float(hi)}
+
+
+def side(x: dict) -> int:
+    """+1 when a {mean, lo, hi} interval lies above zero, -1 below, 0 when it touches zero (`ZERO`)."""
+    return 1 if x["lo"] > ZERO else -1 if x["hi"] < -ZERO else 0
 
 
 class Grid:
@@ -55,66 +84,83 @@ class Grid:
         common = set.intersection(*({c["cut"] for c in s["cuts"]} for s in sweeps))
         self.cuts = sorted(common)
         self.cost = {c["cut"]: c["cost_ratio"] for c in sweeps[0]["cuts"] if c["cut"] in common}
+        self.costs = np.array([self.cost[k] for k in self.cuts])  # (K,)
         by = [{c["cut"]: c for c in s["cuts"]} for s in sweeps]
         self.acc = np.array([[by[i][k]["per_example_correct"] for k in self.cuts] for i in range(len(sweeps))],
                             dtype=float)  # (S, K, n)
         self.loss = np.array([[by[i][k]["per_example_loss"] for k in self.cuts] for i in range(len(sweeps))])
         self.before_loss = np.array([s["before"]["per_example_loss"] for s in sweeps])  # (S, n)
-        self.full_loss = np.array([s["strategies"]["full"]["per_example_loss"] if "full" in s["strategies"]
-                                   else by[i][0]["per_example_loss"] for i, s in enumerate(sweeps)])
+        full = [s["strategies"].get("full") or by[i][0] for i, s in enumerate(sweeps)]  # cut 0 without a full run
+        self.full_loss = np.array([f["per_example_loss"] for f in full])
+        self.full_acc = np.array([f["per_example_correct"] for f in full], dtype=float)  # (S, n)
         self.n = self.acc.shape[-1]
+        self._views: dict[tuple[int, int], list[View]] = {}
 
     def index(self, cut: int) -> int:
         return self.cuts.index(cut)
 
-    def value(self, fn: Callable[..., float], idx: np.ndarray | None = None) -> float:
-        """fn(seed i, acc (K,), loss (K,), loss before, loss of full FT) on the test examples `idx`
-        (all by default), averaged over seeds."""
-        idx = np.arange(self.n) if idx is None else idx
-        a, l_ = self.acc[..., idx].mean(-1), self.loss[..., idx].mean(-1)
-        before, full = self.before_loss[:, idx].mean(-1), self.full_loss[:, idx].mean(-1)
-        return float(np.mean([fn(i, a[i], l_[i], before[i], full[i]) for i in range(len(self.sweeps))]))
+    def snap(self, cuts: Sequence[int]) -> list[int]:
+        """Each cut, or the grid cut nearest it when the grid did not run it (ties to the cheaper, deeper one)."""
+        return [min(self.cuts, key=lambda c: (abs(c - k), -c)) for k in cuts]
 
-    def stat(self, fn: Callable[..., float], n_boot: int = N_BOOT, seed: int = 0) -> dict:
-        """{mean, lo, hi} of fn(seed i, acc (K,), loss (K,), loss before, loss of full FT), the
-        per-cut means over test examples, averaged over seeds: on the whole test set and on
-        `n_boot` paired resamples of it."""
-        point = self.value(fn)
-        rng = np.random.default_rng(seed)
-        boots = [self.value(fn, rng.integers(0, self.n, self.n)) for _ in range(n_boot)]
-        lo, hi = np.percentile(boots, CI)
-        return {"mean": point, "lo": float(lo), "hi": float(hi)}
+    def knee(self, acc: np.ndarray, full_acc: float) -> tuple[int, bool]:
+        """(knee cut, reached) from mean accuracies (K,) of the grid cuts and full fine-tuning's: the
+        cheapest grid cut within ACC_TOLERANCE of the best of them all; when no grid cut is, the most
+        accurate grid cut and False."""
+        best = max(float(acc.max()), float(full_acc))
+        near = np.flatnonzero(acc >= best - ACC_TOLERANCE - 1e-12)
+        if not near.size:
+            return self.cuts[int(np.argmax(acc))], False
+        return self.cuts[int(near[np.argmin(self.costs[near])])], True
+
+    def view(self, idx: np.ndarray | None = None) -> View:
+        """Per-seed means over the test examples `idx` (all by default) and the knee they give."""
+        idx = np.arange(self.n) if idx is None else idx
+        acc = self.acc[..., idx].mean(-1)
+        knee, _ = self.knee(acc.mean(0), self.full_acc[:, idx].mean())
+        return View(acc, self.loss[..., idx].mean(-1), self.before_loss[:, idx].mean(-1),
+                    self.full_loss[:, idx].mean(-1), knee)
+
+    def value(self, fn: Callable[[View, int], float], idx: np.ndarray | None = None) -> float:
+        """fn(view, seed i) on the test examples `idx` (all by default), averaged over seeds."""
+        return self._mean(fn, self.view(idx))
+
+    def _mean(self, fn: Callable[[View, int], float], v: View) -> float:
+        return float(np.mean([fn(v, i) for i in range(len(self.sweeps))]))
+
+    def boots(self, fn: Callable[[View, int], float], n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, np.ndarray]:
+        """fn's value on the whole test set and on `n_boot` paired resamples of it (n_boot,): the
+        same resamples for every fn of a grid, so differences between rules stay paired."""
+        if (n_boot, seed) not in self._views:  # each resample's means, computed once per grid
+            rng = np.random.default_rng(seed)
+            self._views[n_boot, seed] = [self.view(rng.integers(0, self.n, self.n)) for _ in range(n_boot)]
+        return self.value(fn), np.array([self._mean(fn, v) for v in self._views[n_boot, seed]])
+
+    def stat(self, fn: Callable[[View, int], float], n_boot: int = N_BOOT, seed: int = 0) -> dict:
+        """{mean, lo, hi} of fn(view, seed i) averaged over seeds: on the whole test set, and the
+        percentile interval of `n_boot` paired resamples of it."""
+        point, boots = self.boots(fn, n_boot, seed)
+        return interval(point, boots)
 
     # --- the metrics of one rule (its cut per seed) ---------------------------------------------
-    def frontier(self, cuts: Sequence[int], key: str) -> Callable:
-        costs = np.array([self.cost[k] for k in self.cuts])
-
-        def fn(i, acc, loss, before, full):
+    def frontier(self, cuts: Sequence[int], key: str) -> Callable[[View, int], float]:
+        def fn(v: View, i: int) -> float:
             j = self.index(cuts[i])
-            ok = costs <= costs[j] + 1e-12
-            return float(acc[ok].max() - acc[j]) if key == "acc" else float(loss[j] - loss[ok].min())
+            ok = self.costs <= self.costs[j] + 1e-12
+            return float(v.acc[i][ok].max() - v.acc[i][j]) if key == "acc" else float(v.loss[i][j] - v.loss[i][ok].min())
         return fn
 
-    def oracle_gap(self, cuts: Sequence[int]) -> Callable:
-        return lambda i, acc, loss, before, full: float(acc.max() - acc[self.index(cuts[i])])
+    def oracle_gap(self, cuts: Sequence[int]) -> Callable[[View, int], float]:
+        return lambda v, i: float(v.acc[i].max() - v.acc[i][self.index(cuts[i])])
 
-    def cost_regret(self, cuts: Sequence[int]) -> Callable:
-        costs = np.array([self.cost[k] for k in self.cuts])
-
-        def fn(i, acc, loss, before, full):
+    def cost_regret(self, cuts: Sequence[int]) -> Callable[[View, int], float]:
+        def fn(v: View, i: int) -> float:
             j = self.index(cuts[i])
-            return float(costs[j] - costs[acc >= acc[j] - ACC_TOLERANCE].min())
+            return float(self.costs[j] - self.costs[v.acc[i] >= v.acc[i][j] - ACC_TOLERANCE].min())
         return fn
 
-    def knee(self, loss: np.ndarray, before: float, full: float) -> int:
-        """The cheapest grid cut whose gain (nats) reaches KNEE_SHARE of full fine-tuning's."""
-        target = (before - full) - (1 - KNEE_SHARE) * abs(before - full)
-        costs = np.array([self.cost[k] for k in self.cuts])
-        reach = np.flatnonzero(before - loss >= target)
-        return self.cuts[int(reach[np.argmin(costs[reach])])] if reach.size else 0
-
-    def knee_distance(self, cuts: Sequence[int]) -> Callable:
-        return lambda i, acc, loss, before, full: float(self.knee(loss, before, full) - cuts[i])
+    def knee_distance(self, cuts: Sequence[int]) -> Callable[[View, int], float]:
+        return lambda v, i: float(v.knee - cuts[i])
 
     def marginals(self, loss: np.ndarray, before: float) -> tuple[list[list[int]], np.ndarray]:
         """Blocks (1-based) between consecutive grid cuts, and the loss each span of blocks removed."""
@@ -123,11 +169,11 @@ class Grid:
         spans = [list(range(a + 1, b + 1)) for a, b in zip(edges[:-1], edges[1:])]
         return spans, np.array([values[j + 1] - values[j] for j in range(len(spans))])
 
-    def marginal_spearman(self, depth: bool) -> Callable:
+    def marginal_spearman(self, depth: bool) -> Callable[[View, int], float]:
         g = np.mean([s["gains"]["excess"] for s in self.sweeps], 0)  # (L,), block l at index l-1
 
-        def fn(i, acc, loss, before, full):
-            spans, realised = self.marginals(loss, before)
+        def fn(v: View, i: int) -> float:
+            spans, realised = self.marginals(v.loss[i], v.before[i])
             predicted = [np.mean(spans_) if depth else g[np.array(spans_) - 1].sum() for spans_ in spans]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a constant predictor has no rank correlation: NaN
@@ -136,19 +182,36 @@ class Grid:
         return fn
 
 
+Boots = dict[str, tuple[float, np.ndarray]]  # metric -> (point, bootstrap replicates (n_boot,))
+METRICS = ("cost_regret", "frontier_regret_acc", "oracle_gap", "knee_distance")
+
+
+def metric_boots(grid: Grid, cuts: Sequence[int], n_boot: int = N_BOOT) -> Boots:
+    """A rule's `METRICS` on one pair as (point, bootstrap replicates): replicate j of every rule on a
+    grid uses resample j, so differences stay paired and several pairs' replicates can be averaged."""
+    metrics = {"cost_regret": grid.cost_regret(cuts), "frontier_regret_acc": grid.frontier(cuts, "acc"),
+               "oracle_gap": grid.oracle_gap(cuts), "knee_distance": grid.knee_distance(cuts)}
+    return {key: grid.boots(fn, n_boot) for key, fn in metrics.items()}
+
+
+def deltas(mine: Boots, default: Boots) -> Boots:
+    """Paired differences of two rules' `metric_boots`: `delta_cost_regret` = default's minus mine
+    (> 0: cheaper for the same accuracy); `delta_frontier_regret_acc` and `delta_oracle_gap` = mine
+    minus the default's (> 0: worse)."""
+    sub = lambda a, b: (a[0] - b[0], a[1] - b[1])  # noqa: E731
+    return {"delta_cost_regret": sub(default["cost_regret"], mine["cost_regret"]),
+            "delta_frontier_regret_acc": sub(mine["frontier_regret_acc"], default["frontier_regret_acc"]),
+            "delta_oracle_gap": sub(mine["oracle_gap"], default["oracle_gap"])}
+
+
 def compare(grid: Grid, cuts: Sequence[int], default: Sequence[int], n_boot: int = N_BOOT) -> dict:
     """A rule's metrics on one pair, and its paired differences from the rule whose cuts are `default`:
     `delta_cost_regret` = default's minus this rule's (> 0: cheaper for the same accuracy),
-    `delta_frontier_regret_acc` = this rule's minus the default's (> 0: worse)."""
-    cr, cr0 = grid.cost_regret(cuts), grid.cost_regret(default)
-    fr, fr0 = grid.frontier(cuts, "acc"), grid.frontier(default, "acc")
-    gap, gap0 = grid.oracle_gap(cuts), grid.oracle_gap(default)
+    `delta_frontier_regret_acc` and `delta_oracle_gap` = this rule's minus the default's (> 0: worse)."""
+    mine = metric_boots(grid, cuts, n_boot)
+    both = {**mine, **deltas(mine, metric_boots(grid, default, n_boot))}
     return {"cuts": list(cuts), "cost": float(np.mean([grid.cost[k] for k in cuts])),
-            "cost_regret": grid.stat(cr, n_boot), "frontier_regret_acc": grid.stat(fr, n_boot),
-            "oracle_gap": grid.stat(gap, n_boot), "knee_distance": grid.stat(grid.knee_distance(cuts), n_boot),
-            "delta_cost_regret": grid.stat(lambda *a: cr0(*a) - cr(*a), n_boot),
-            "delta_frontier_regret_acc": grid.stat(lambda *a: fr(*a) - fr0(*a), n_boot),
-            "delta_oracle_gap": grid.stat(lambda *a: gap(*a) - gap0(*a), n_boot)}
+            **{key: interval(*pb) for key, pb in both.items()}}
 
 
 def rule_cuts(sweeps: Sequence[dict], L: int) -> dict[str, list[int]]:
@@ -159,26 +222,28 @@ def rule_cuts(sweeps: Sequence[dict], L: int) -> dict[str, list[int]]:
     return out
 
 
-def summarise_pair(sweeps: Sequence[dict], n_boot: int = N_BOOT) -> dict:
-    """One row of summary.json (see the module docstring for each metric)."""
+def summarise_pair(sweeps: Sequence[dict], n_boot: int = N_BOOT, replicates: dict | None = None) -> dict:
+    """One row of summary.json (see the module docstring for each metric); `replicates`, when given,
+    receives every rule's `metric_boots` (for the leaderboard's intervals over pairs)."""
     grid = Grid(sweeps)
     first = sweeps[0]
     chosen = [s["chosen_cut"] for s in sweeps]
-    metrics = {"frontier_regret_acc": lambda c: grid.frontier(c, "acc"), "oracle_gap": grid.oracle_gap,
-               "cost_regret": grid.cost_regret, "knee_distance": grid.knee_distance}
-    rules = {}
-    for name, cuts in rule_cuts(sweeps, grid.L).items():
-        if not all(k in grid.cuts for k in cuts):
-            continue
-        rules[name] = {"cuts": cuts, "cost": float(np.mean([grid.cost[k] for k in cuts])),
-                       **{key: grid.stat(metric(cuts), n_boot) for key, metric in metrics.items()}}
+    measured: dict[str, Boots] = {}
+    cuts_of = {name: cuts for name, cuts in rule_cuts(sweeps, grid.L).items() if all(k in grid.cuts for k in cuts)}
+    for name, cuts in cuts_of.items():
+        measured[name] = metric_boots(grid, cuts, n_boot)
     # the trivial random baseline in expectation: a cut drawn uniformly from the grid, no runs needed
-    every = [[k] * len(sweeps) for k in grid.cuts]
-    rules[RANDOM_CUT] = {"cuts": [], "cost": float(np.mean(list(grid.cost.values()))),
-                         **{key: grid.stat(lambda *a, fns=[metric(c) for c in every]: np.mean([f(*a) for f in fns]),
-                                           n_boot) for key, metric in metrics.items()}}
-    knees = [grid.knee(grid.loss[i].mean(-1), grid.before_loss[i].mean(), grid.full_loss[i].mean())
-             for i in range(len(sweeps))]
+    every = [metric_boots(grid, [k] * len(sweeps), n_boot) for k in grid.cuts]
+    measured[RANDOM_CUT] = {key: (float(np.mean([m[key][0] for m in every])), np.mean([m[key][1] for m in every], 0))
+                            for key in METRICS}
+    cost = {**{name: float(np.mean([grid.cost[k] for k in cuts])) for name, cuts in cuts_of.items()},
+            RANDOM_CUT: float(np.mean(grid.costs))}
+    rules = {name: {"cuts": cuts_of.get(name, []), "cost": cost[name], **{k: interval(*pb) for k, pb in m.items()}}
+             for name, m in measured.items()}
+    if replicates is not None:
+        replicates.update(measured)
+    knee, reached = grid.knee(grid.acc.mean(-1).mean(0), grid.full_acc.mean())
+    per_seed = [grid.knee(grid.acc[i].mean(-1), grid.full_acc[i].mean())[0] for i in range(len(sweeps))]
     strategies = {}
     plan_acc = grid.acc[np.arange(len(sweeps)), [grid.index(k) for k in chosen]]  # (S, n)
     plan_loss = grid.loss[np.arange(len(sweeps)), [grid.index(k) for k in chosen]]
@@ -202,7 +267,8 @@ def summarise_pair(sweeps: Sequence[dict], n_boot: int = N_BOOT) -> dict:
         "model": first["model"], "dataset": first["dataset"], "n_examples": first.get("n_examples") or None,
         "n_train": first["n_train"],
         "n_test": first["n_test"], "steps": first["steps"], "batch_size": first["batch_size"],
-        "lr": first["lr"], "lora_lr": first["lora_lr"], "seeds": [s["seed"] for s in sweeps],
+        "lr": learning_rates(Path(first["folder"]).parent) if "folder" in first else {},
+        "seeds": [s["seed"] for s in sweeps],
         "complete": all(s["complete"] for s in sweeps), "num_layers": grid.L, "grid": grid.cuts,
         "grid_cost": [grid.cost[k] for k in grid.cuts], "chosen_cut": chosen,
         "acc_before": float(np.mean([s["acc_before"] for s in sweeps])),
@@ -212,7 +278,7 @@ def summarise_pair(sweeps: Sequence[dict], n_boot: int = N_BOOT) -> dict:
         "frontier_regret_nats": grid.stat(grid.frontier(chosen, "nats"), n_boot),
         "oracle_gap": grid.stat(grid.oracle_gap(chosen), n_boot),
         "cost_regret": grid.stat(grid.cost_regret(chosen), n_boot),
-        "knee_cut": knees, "knee_distance": grid.stat(grid.knee_distance(chosen), n_boot),
+        "knee_cut": knee, "knee_reached": reached, "knee_cut_per_seed": per_seed, "knee_distance": grid.stat(grid.knee_distance(chosen), n_boot),
         "marginal_spearman": grid.stat(grid.marginal_spearman(False), n_boot),
         "marginal_spearman_depth": grid.stat(grid.marginal_spearman(True), n_boot),
         "benefit_spearman": [s["spearman"] for s in sweeps],
@@ -247,21 +313,35 @@ def paired(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) ->
     """Mean of a - b over seeds and test examples (S, n), with a paired bootstrap 95% CI."""
     diff = (a - b).mean(0)  # seeds share the test examples: average them first, resample examples
     rng = np.random.default_rng(seed)
-    boots = [diff[rng.integers(0, diff.size, diff.size)].mean() for _ in range(n_boot)]
-    lo, hi = np.percentile(boots, CI) if n_boot else (np.nan, np.nan)
-    return {"mean": float(diff.mean()), "lo": float(lo), "hi": float(hi)}
+    return interval(diff.mean(), np.array([diff[rng.integers(0, diff.size, diff.size)].mean() for _ in range(n_boot)]))
 
 
-def leaderboard(rows: Sequence[dict]) -> dict:
-    """Every rule's mean frontier regret (accuracy), oracle gap, cost regret, knee distance and cost over all rows."""
+def learning_rates(folder: Path) -> dict:
+    """Per family (`blocks`, `lora`, `full`) whose pick is stored in `folder/lr_FAMILY.json`: the
+    grid tried, the rate chosen and each rate's validation loss (nats)."""
+    out = {}
+    for family in ("blocks", "lora", "full"):
+        path = folder / f"lr_{family}.json"
+        if path.exists():
+            pick = json.loads(path.read_text())
+            out[family] = {"grid": sorted(float(x) for x in pick.get("grid") or pick["val_loss"]),
+                           "chosen": pick["lr"], "val_loss": pick["val_loss"]}
+    return out
+
+
+def leaderboard(rows: Sequence[dict], replicates: Sequence[dict] | None = None) -> dict:
+    """Every rule's mean frontier regret (accuracy), oracle gap, cost regret, knee distance and cost over
+    all rows; with each row's `replicates` (`summarise_pair`), `ci` holds the {mean, lo, hi} of those
+    means for the rules every row measured (replicate j of every row averaged: a joint bootstrap)."""
     names = sorted(set.union(*(set(r["rules"]) for r in rows))) if rows else []
     out = {}
     for name in names:
         have = [r["rules"][name] for r in rows if name in r["rules"]]
-        out[name] = {"pairs": len(have),
-                     **{k: float(np.mean([h[k]["mean"] for h in have])) for k in
-                        ("frontier_regret_acc", "oracle_gap", "cost_regret", "knee_distance")},
+        out[name] = {"pairs": len(have), **{k: float(np.mean([h[k]["mean"] for h in have])) for k in METRICS},
                      "cost": float(np.mean([h["cost"] for h in have]))}
+        if replicates is not None and all(name in r for r in replicates):
+            out[name]["ci"] = {k: interval(np.mean([r[name][k][0] for r in replicates]),
+                                           np.mean([r[name][k][1] for r in replicates], 0)) for k in METRICS}
     return out
 
 
@@ -275,10 +355,11 @@ def lr_curves(out: Path, seed0: dict) -> dict:
 
 
 def load_sweeps(out: Path) -> dict[tuple[str, str], list[dict]]:
-    """Every stored sweep.json under `out/runs/MODEL/DATASET/seedS/`, grouped by model x data set."""
+    """Every stored sweep.json under `out/runs/MODEL/DATASET/seedS/` (its `folder` added), grouped by
+    model x data set."""
     grouped: dict[tuple[str, str], list[dict]] = {}
     for p in sorted(out.glob("runs/*/*/seed*/sweep.json")):
-        sweep = {**json.loads(p.read_text()), "dataset": p.parts[-3]}
+        sweep = {**json.loads(p.read_text()), "dataset": p.parts[-3], "folder": str(p.parent)}
         if sweep["cuts"]:
             grouped.setdefault((sweep["model"], sweep["dataset"]), []).append(sweep)
     return grouped
@@ -294,6 +375,6 @@ def sweep_hours(sweep: dict) -> float:
 
 def protocol() -> dict:
     """The study's fixed constants, recorded beside its results (the book quotes them from here)."""
-    return {"acc_tolerance": ACC_TOLERANCE, "knee_share": KNEE_SHARE, "ci_percentiles": list(CI),
+    return {"acc_tolerance": ACC_TOLERANCE, "zero": ZERO, "ci_percentiles": list(CI),
             "n_boot": N_BOOT, "dense_all_up_to": DENSE_ALL_UP_TO, "dense_stride": DENSE_STRIDE,
             "budgets": [b for _, b in RULE_VARIANTS.values() if b is not None], "lenses": list(LENS_VARIANTS)}
