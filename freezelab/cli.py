@@ -174,7 +174,7 @@ def _cmd_cost(args: argparse.Namespace) -> None:
 def _cmd_grade(args: argparse.Namespace) -> int:
     from freezelab.classroom.grade import main
 
-    return main(args.notebook, json_path=args.json, timeout=args.timeout)
+    return main(args.notebook, json_path=args.json, timeout=args.timeout, seed=args.seed, oracles=tuple(args.oracles))
 
 
 def _cmd_rules(args: argparse.Namespace) -> None:
@@ -279,6 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("notebook", help="a notebook of notebooks/assignments/, filled in by a student")
     p.add_argument("--json", default=None, help="write the scores here (for a learning-management system)")
     p.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    p.add_argument("--seed", type=int, default=None,
+                   help="draw the hidden cases from this seed (the JSON records it: the same seed regrades exactly)")
+    p.add_argument("--oracles", action="append", default=[], metavar="DIR",
+                   help="the capstone: also score the rule on the oracle sweeps under DIR (repeatable)")
     p.set_defaults(func=_cmd_grade)
     return parser
 

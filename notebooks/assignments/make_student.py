@@ -7,9 +7,11 @@
 The solution notebooks in ``solutions/`` are the source. In their code cells, every block between
 ``### BEGIN SOLUTION`` and ``### END SOLUTION`` becomes ``# YOUR CODE HERE`` followed by
 ``raise NotImplementedError`` (at the block's indentation), and code cells from the first such block on
-are tagged ``raises-exception`` (nbval runs a blank notebook and expects them to fail); markdown cells tagged ``defence`` keep
-only their ``<!-- defence -->`` marker and the placeholder ``YOUR ANSWER HERE``. Outputs, execution
-counts and timings are dropped: students get clean notebooks (the solutions keep theirs, for teachers).
+are tagged ``raises-exception`` (nbval runs a blank notebook and expects them to fail); a block between
+``### BEGIN ANSWER`` and ``### END ANSWER`` (an assignment, e.g. the capstone's success criterion) becomes
+``NAME = "YOUR ANSWER HERE"``; markdown cells tagged ``defence`` or ``report`` keep only their
+``<!-- tag -->`` marker and the placeholder ``YOUR ANSWER HERE``. Outputs, execution counts and timings
+are dropped: students get clean notebooks (the solutions keep theirs, for teachers).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ HERE = Path(__file__).resolve().parent
 SOLUTIONS = HERE / "solutions"
 BLOCK = re.compile(r"^([ \t]*)### BEGIN SOLUTION[^\n]*\n.*?^[ \t]*### END SOLUTION[^\n]*(\n|$)", re.S | re.M)
 STUB = "{indent}# YOUR CODE HERE\n{indent}raise NotImplementedError\n"
-DEFENCE = "<!-- defence -->\nYOUR ANSWER HERE"
+ANSWER = re.compile(r"^([ \t]*)### BEGIN ANSWER[^\n]*\n[ \t]*(\w+)\s*=.*?^[ \t]*### END ANSWER[^\n]*(\n|$)", re.S | re.M)
+PLACEHOLDER = "YOUR ANSWER HERE"
+WRITTEN = ("defence", "report")  # markdown cells a student writes: only their marker is kept
 
 
 def _source(cell: dict) -> str:
@@ -40,6 +44,7 @@ def strip_solutions(nb: dict) -> dict:
     for cell in out["cells"]:
         if cell["cell_type"] == "code":
             src = BLOCK.sub(lambda m: STUB.format(indent=m.group(1)), _source(cell))
+            src = ANSWER.sub(lambda m: f'{m.group(1)}{m.group(2)} = "{PLACEHOLDER}"\n', src)
             stubbed = stubbed or src != _source(cell)
             if stubbed:  # from the first exercise on, a blank notebook may raise (nbval: expected)
                 tags = cell["metadata"].setdefault("tags", [])
@@ -49,8 +54,10 @@ def strip_solutions(nb: dict) -> dict:
             cell["outputs"] = []
             cell["execution_count"] = None
             cell["metadata"].pop("execution", None)  # the timings of the executed solutions
-        elif "defence" in cell.get("metadata", {}).get("tags", []):
-            cell["source"] = DEFENCE
+        else:
+            tag = next((t for t in WRITTEN if t in cell.get("metadata", {}).get("tags", [])), None)
+            if tag:
+                cell["source"] = f"<!-- {tag} -->\n{PLACEHOLDER}"
     return out
 
 
