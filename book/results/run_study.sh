@@ -1,41 +1,61 @@
 #!/usr/bin/env bash
-# The oracle study, one model x data set x seed at a time, each committed as it finishes
-# (`make results` starts this in the background; rerunning resumes where the last run ended).
+# The oracle study, one step at a time, each committed as it finishes (`make results` starts this in
+# the background; rerunning resumes where the last run ended: what is stored at the right learning
+# rate is read, not trained again).
+# Order: trace.npz of every stored sweep (no training); the learning rates of every pair (block
+# training and LoRA first, then full fine-tuning); then the sweeps' missing or stale runs, cheap
+# families first: full fine-tuning, then LoRA, then everything (the grid); the learning-rate
+# sensitivity last. Within each stage, seed 0 of every pair first.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 OUT=book/results
-# Seed 0 of every model x data set first (the knee study's held-out pairs), then the
-# learning-rate sensitivity, then the other seeds.
+PAIRS=${PAIRS:-"bbc-news:smollm2-135m bbc-news:gemma3-270m wordnet:smollm2-135m wordnet:gemma3-270m
+kjv:smollm2-135m kjv:gemma3-270m"}
 UNITS=${UNITS:-"bbc-news:smollm2-135m:0 bbc-news:gemma3-270m:0 wordnet:smollm2-135m:0 wordnet:gemma3-270m:0
-kjv:smollm2-135m:0 kjv:gemma3-270m:0 lr-sensitivity
+kjv:smollm2-135m:0 kjv:gemma3-270m:0
 bbc-news:smollm2-135m:1 bbc-news:gemma3-270m:1 wordnet:smollm2-135m:1 wordnet:gemma3-270m:1
 bbc-news:smollm2-135m:2 bbc-news:gemma3-270m:2 wordnet:smollm2-135m:2 wordnet:gemma3-270m:2"}
+study() { $PY -m freezelab.study --scale full --out "$OUT" --no-collect "$@"; }
 commit() {  # retry while another process holds the index
     for _ in 1 2 3 4 5 6; do
         git add "$OUT/runs" "$OUT/scale.json" 2>/dev/null && git commit -qm "$1" -- "$OUT/runs" "$OUT/scale.json" && return 0
+        git diff --quiet HEAD -- "$OUT/runs" "$OUT/scale.json" && [ -z "$(git ls-files -o --exclude-standard "$OUT/runs")" ] \
+            && return 0  # nothing new to commit
         sleep 10
     done
 }
-for unit in $UNITS; do
-    if [ "$unit" = lr-sensitivity ]; then
-        lr_done=$(grep -l '"complete": true' "$OUT"/runs/smollm2-135m/bbc-news/lr-sensitivity/*/sweep.json 2>/dev/null | wc -l)
-        [ "$lr_done" -ge 2 ] && continue  # both learning rates either side finished in an earlier session
-        echo "== $(date -u +%FT%TZ) learning-rate sensitivity: smollm2-135m / bbc-news"
-        $PY -m freezelab.study --scale full --out "$OUT" --lr-sensitivity --models smollm2-135m --datasets bbc-news \
-            && commit "Study: learning-rate sensitivity of smollm2-135m on bbc-news" \
-            || { echo "!! learning-rate sensitivity failed"; commit "Study (partial): learning-rate sensitivity"; }
-        continue
-    fi
-    IFS=: read -r data model seed <<< "$unit"
-    if grep -q '"complete": true' "$OUT/runs/$model/$data/seed$seed/sweep.json" 2>/dev/null; then
-        continue  # finished in an earlier session: no model load, cache or summary to redo
-    fi
-    echo "== $(date -u +%FT%TZ) $model / $data / seed $seed"
-    if $PY -m freezelab.study --scale full --out "$OUT" --models "$model" --datasets "$data" --seeds "$seed"; then
-        commit "Study: $model on $data, seed $seed"
+step() {  # step MESSAGE ARGS...: run the study with ARGS, commit what it stored
+    local message=$1; shift
+    echo "== $(date -u +%FT%TZ) $message"
+    local t0=$SECONDS
+    if study "$@"; then
+        echo "== $(date -u +%FT%TZ) done in $(( (SECONDS - t0) / 60 )) min: $message"; commit "Study: $message"
     else
-        echo "!! $model / $data / seed $seed failed"; commit "Study (partial): $model on $data, seed $seed"
+        echo "!! $message failed"; commit "Study (partial): $message"
     fi
+}
+if ls "$OUT"/runs/*/*/seed*/sweep.json >/dev/null 2>&1 && [ "$(ls "$OUT"/runs/*/*/seed*/sweep.json | wc -l)" -gt \
+        "$(ls "$OUT"/runs/*/*/seed*/trace.npz 2>/dev/null | wc -l)" ]; then
+    step "trace.npz of every stored sweep (what a rule reads; no training)" --retrace
+fi
+for families in blocks,lora full; do
+    for pair in $PAIRS; do
+        IFS=: read -r data model <<< "$pair"
+        step "learning rates ($families) of $model on $data" --lr-only --families "$families" \
+            --models "$model" --datasets "$data"
+    done
 done
+for families in full full,lora blocks,lora,full; do
+    for unit in $UNITS; do
+        IFS=: read -r data model seed <<< "$unit"
+        step "$model on $data, seed $seed: runs of $families at the picked rates" --families "$families" \
+            --models "$model" --datasets "$data" --seeds "$seed"
+    done
+done
+lr_done=$(grep -l '"complete": true' "$OUT"/runs/smollm2-135m/bbc-news/lr-sensitivity/*/sweep.json 2>/dev/null | wc -l)
+if [ "$lr_done" -lt 2 ]; then  # both learning rates either side of the chosen one
+    step "learning-rate sensitivity of smollm2-135m on bbc-news" --lr-sensitivity --models smollm2-135m \
+        --datasets bbc-news
+fi
 echo "== $(date -u +%FT%TZ) done"

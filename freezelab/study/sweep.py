@@ -9,9 +9,10 @@ from the token ids. The untouched model is evaluated once. After each run the ca
 re-traced with the fine-tuned model (cheap: only the blocks above the start change), so the study
 can see where fine-tuning moved the deviation.
 
-Each run is stored as soon as it ends (`runs/NAME/result.json`) and skipped when rerun; sweep.json
-is rewritten after every run (`complete` says whether all ran), so an interrupted sweep loses at
-most the run in progress.
+Each run is stored as soon as it ends (`runs/NAME/result.json`) and skipped when rerun at the same
+learning rate (its family's, `rates.Rates`; a run stored at another rate is stale and trains again);
+sweep.json is rewritten after every run (`complete` says whether all ran), so an interrupted sweep
+loses at most the run in progress. trace.npz stores what a rule reads (`tracefile`).
 """
 
 from __future__ import annotations
@@ -39,16 +40,35 @@ from freezelab.train.finetune import FinetuneConfig, Prepared, RunResult, evalua
 from freezelab.model.models import LoadedModel, load_model
 from freezelab.method.pipeline import plan_reading, read_trace
 from freezelab.method.plan import SHARE_RULES, Plan
+from freezelab.method.trace import trace_encoded
+from freezelab.study.rates import FAMILIES, Rates, family
+from freezelab.study.tracefile import LENS_VARIANTS, trace_deviations, write_trace
 
-# rule x lens variants whose chosen cuts the grid must contain (name -> (rule, budget), (lens, restrict))
-LENS_VARIANTS = {"logit-labels": ("logit", True), "logit-full": ("logit", False),
-                 "cosine": ("cosine", True), "kl": ("kl", False)}
+# rule x lens variants whose chosen cuts the grid must contain (name -> (rule, budget); lenses: LENS_VARIANTS)
 RULE_VARIANTS = {"argmax-excess": ("argmax-excess", None), "argmax-raw": ("argmax-raw", None),
                  "budget-0.3": ("budget", 0.3), "budget-0.5": ("budget", 0.5), "budget-0.7": ("budget", 0.7)}
 # the knee study's candidates (share kept in {0.5, 0.7, 0.9}), through the default lens only
 CANDIDATES = {f"{rule}-{share}": (rule, share) for rule in ("knee", "knee-gain") for share in (0.5, 0.7, 0.9)}
 DEFAULT_VARIANT = "argmax-excess/logit-labels"
 DENSE_ALL_UP_TO, DENSE_STRIDE = 18, 2  # `dense` cuts: all for L <= 18 blocks, every second otherwise
+@dataclass(frozen=True)
+class SweepConfig:
+    """How a sweep trains and what it runs, apart from the model, the data and the folder (GPTConfig style)."""
+
+    cuts: str = "dense"  # the grid (`parse_cuts`)
+    steps: int | None = None  # AdamW steps per run; None = one epoch over the training examples
+    lr: Rates = Rates()
+    batch_size: int = 8  # sequences per step
+    seed: int = 0  # batch order, LoRA's initialisation, the random baselines
+    strategies: tuple[str, ...] = ()  # baselines beside the grid (`strategies.resolve` specs)
+    n_train: int | None = None  # the first n training examples (None: all)
+    n_test: int | None = 256
+    max_length: int = 256  # tokens per prompt
+    first_token: bool = False  # accept multi-token label words (their first token)
+    variants: bool = False  # also every rule x lens variant's chosen cut
+    cache_dtype: str = "fp32"
+    pricing: Device | None = None  # device constants of every modelled cost (None: this machine's)
+    families: tuple[str, ...] = FAMILIES  # families that train now; the others' missing or stale runs wait
 
 
 @dataclass
@@ -82,8 +102,9 @@ class SweepResult:
     loss_before: float = float("nan")
     acc_before: float = float("nan")
     complete: bool = False  # False while (or if interrupted before) every run has ended
-    lr: float = float("nan")
+    lr: float = float("nan")  # block training's rate (cuts and block baselines)
     lora_lr: float = float("nan")
+    full_lr: float = float("nan")
     batch_size: int = 0
     n_train: int = 0
     n_test: int = 0
@@ -95,6 +116,8 @@ class SweepResult:
     law: dict = field(default_factory=dict)
     before: dict = field(default_factory=dict)  # per_example_loss / per_example_correct before fine-tuning
     cache_seconds: float = float("nan")
+    pending: dict[str, list[str]] = field(default_factory=dict)  # family -> runs missing or stale, waiting
+    reruns: dict[str, dict] = field(default_factory=dict)  # run -> {from_lr, lr, seconds}: retrained at a new rate
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -142,13 +165,20 @@ def regret(cuts: Sequence[CutResult], chosen: int) -> float:
     return mine.loss - min(c.loss for c in cuts if c.cost_ratio <= mine.cost_ratio + 1e-12)
 
 
-def variant_plans(lm: LoadedModel, trace, seq_len: int, batch_size: int, variants: bool = True,
-                  pricing: Device | None = None) -> dict[str, Plan]:
+def price_cuts(lm: LoadedModel, enc: Encoded, batch_size: int, pricing: Device | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(ratio, ratio_cached), (L,) each: the modelled step cost of every cut k = 0..L-1 over full
+    fine-tuning's, for steps of `batch_size` sequences of `enc`'s mean prompt length on `pricing`
+    (default: this machine's stored constants). How a sweep prices its cuts and its rules' budgets."""
+    seq_len = round(float(np.mean([len(p) for p in enc.prompts])))
+    label_rows = None if enc.label_ids is None else len(enc.label_ids)
+    return cut_cost_curve(lm, seq_len, label_rows=label_rows, batch_size=batch_size, device=pricing)
+
+
+def variant_plans(lm: LoadedModel, trace, curve: tuple[np.ndarray, np.ndarray], variants: bool = True
+                  ) -> dict[str, Plan]:
     """The plan of every rule x lens variant ("rule/lens"), or only the default with `variants=False`;
-    costs priced for steps of `batch_size` sequences of `seq_len` tokens on `pricing` (default: this
-    machine's stored constants)."""
-    label_rows = None if trace.label_ids is None else len(trace.label_ids)
-    curve = cut_cost_curve(lm, seq_len, label_rows=label_rows, batch_size=batch_size, device=pricing)
+    budgets read against the cached cost ratios of `curve` (`price_cuts`)."""
     out: dict[str, Plan] = {}
     lenses = LENS_VARIANTS if variants else {"logit-labels": LENS_VARIANTS["logit-labels"]}
     rules = RULE_VARIANTS if variants else {"argmax-excess": RULE_VARIANTS["argmax-excess"]}
@@ -204,75 +234,47 @@ def prepare(lm: LoadedModel, task: Task, train: Sequence[Example], test: Sequenc
     return Prepared(enc_train, enc_test, train_cache, test_cache, before), seconds
 
 
-def pick_lr(lm: LoadedModel, task: Task, make_plan: Callable[[LoadedModel], Plan], candidates: Sequence[float],
-            train: Sequence[Example], val: Sequence[Example], steps: int, batch_size: int, seed: int,
-            max_length: int, out: Path | None = None, progress: bool = True) -> dict:
-    """The learning rate with the lowest validation loss (validation examples carved from the
-    training data, never the test set) after `steps` steps under `make_plan(model)`.
+def run_sweep(lm: LoadedModel, task: Task, parts: Split, config: SweepConfig = SweepConfig(),
+              out: str | Path | None = None, progress: bool = True) -> SweepResult:
+    """Plan from the cache, then fine-tune each cut (and every variant's chosen cut with `config.variants`)
+    and each baseline; writes plan.json and trace.npz (`tracefile`: what a rule reads) to `out`
+    once, sweep.json and sweep.png after every run.
 
-    Returns {"lr": best, "val_loss": {lr: loss}}; stored as `out` (JSON) and read back if present."""
-    if out is not None and out.exists():
-        return json.loads(out.read_text())
-    prepared, _ = prepare(lm, task, train, val, max_length, progress=progress)
-    losses = {}
-    for lr in candidates:
-        model = load_model(lm.name, device=str(lm.device), dtype=lm.dtype)
-        config = FinetuneConfig(steps=steps, lr=lr, batch_size=batch_size, seed=seed, keep_checkpoint=False)
-        r = finetune(model, task, make_plan(model), None, None, config, prepared=prepared, strategy=f"lr {lr:g}",
-                     progress=progress)
-        losses[repr(lr)] = r.loss_after if np.isfinite(r.loss_after) else float("inf")
-    best = {"lr": float(min(losses, key=losses.get)), "val_loss": losses, "steps": steps,
-            "n_val": len(val), "n_train": len(train)}
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(out, json.dumps(best, indent=2).encode())
-    return best
-
-
-def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "dense", steps: int | None = None,
-              lr: float = 1e-4, lora_lr: float | Callable[[], float] = 1e-3, batch_size: int = 8, seed: int = 0,
-              out: str | Path | None = None, strategies: Sequence[str] = (), n_train: int | None = None,
-              n_test: int | None = 256, max_length: int = 256, first_token: bool = False,
-              variants: bool = False, cache_dtype: str = "fp32", pricing: Device | None = None,
-              progress: bool = True) -> SweepResult:
-    """Plan from the cache, then fine-tune each cut (and every variant's chosen cut with `variants`)
-    and each baseline; writes sweep.json and sweep.png to `out` after every run.
-
-    `steps` None means one epoch over the training examples. LoRA strategies use `lora_lr` (a
-    callable is asked only when the first LoRA run starts, e.g. to pick it on validation data).
+    Every run trains at its family's rate (`config.lr.of`). A stored run is kept if it ran at that
+    rate; a run stored at another rate is stale. Stale and missing runs train if their family is in
+    `config.families`, else they wait: named in `pending`, left out of the results, `complete` False.
     The model `lm` is only used for caching and planning: every run trains a fresh copy loaded by name.
-    Modelled costs use the device constants `pricing` (default: this machine's, `cost.device_constants`).
     """
     from freezelab.train.strategies import resolve
 
+    c = config
     out = None if out is None else Path(out)
-    train = list(parts.train[:n_train] if n_train else parts.train)
-    test = list(parts.test[:n_test] if n_test else parts.test)
-    steps = steps or max(1, len(train) // batch_size)
-    prepared, cache_seconds = prepare(lm, task, train, test, max_length, first_token, cache_dtype,
+    train = list(parts.train[:c.n_train] if c.n_train else parts.train)
+    test = list(parts.test[:c.n_test] if c.n_test else parts.test)
+    steps = c.steps or max(1, len(train) // c.batch_size)
+    prepared, cache_seconds = prepare(lm, task, train, test, c.max_length, c.first_token, c.cache_dtype,
                                       progress=progress)
     calib_index = calibration_index(train, parts.calib)
-    enc_calib = encode(lm.tokenizer, task, parts.calib, max_length, first_token)
+    enc_calib = encode(lm.tokenizer, task, parts.calib, c.max_length, c.first_token)
     if calib_index is None:  # not among the training examples: trace them with a forward of their own
-        from freezelab.method.trace import trace_encoded
-
         trace = trace_encoded(lm, enc_calib, progress=False)
     else:
         trace = prepared.train_cache.trace(prepared.train, calib_index)
     seq_len = round(float(np.mean([len(p) for p in prepared.train.prompts])))
     label_rows = None if prepared.train.label_ids is None else len(prepared.train.label_ids)
-    plans = variant_plans(lm, trace, seq_len, batch_size, variants, pricing)
+    curve = price_cuts(lm, prepared.train, c.batch_size, c.pricing)
+    plans = variant_plans(lm, trace, curve, c.variants)
     chosen = plans[DEFAULT_VARIANT]
+    L = lm.num_layers
     if out is not None:
         chosen.save(out / "plan.json")
-    L = lm.num_layers
+        write_trace(out / "trace.npz", trace_deviations(trace, lm), curve[1], L)
     fresh = lambda: load_model(lm.name, device=str(lm.device), dtype=lm.dtype)  # noqa: E731
-    run = FinetuneConfig(steps=steps, batch_size=batch_size, seed=seed, max_length=max_length,
-                         first_token=first_token, keep_checkpoint=False)
+    run = FinetuneConfig(steps=steps, batch_size=c.batch_size, seed=c.seed, max_length=c.max_length,
+                         first_token=c.first_token, keep_checkpoint=False)
     common = dict(progress=progress, prepared=prepared)
-    sweep = SweepResult(lm.name, task.name, seed, steps, chosen.cut, [], lr=lr,
-                        lora_lr=float("nan") if callable(lora_lr) else lora_lr,
-                        batch_size=batch_size, n_train=len(train), n_test=len(test),
+    sweep = SweepResult(lm.name, task.name, c.seed, steps, chosen.cut, [], lr=c.lr.blocks, lora_lr=c.lr.lora,
+                        full_lr=c.lr.full, batch_size=c.batch_size, n_train=len(train), n_test=len(test),
                         n_examples=len(task.examples), num_layers=L,
                         variants={name: p.cut for name, p in plans.items()},
                         gains=chosen.extras["gains"], deviation=chosen.extras["deviation"],
@@ -281,10 +283,10 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "dense", st
                         cache_seconds=cache_seconds)
 
     def store() -> None:
-        gains = [c.realised_gain for c in sweep.cuts]
-        if len({c.predicted_benefit for c in sweep.cuts}) > 1 and len(set(gains)) > 1:
-            sweep.spearman = float(spearmanr([c.predicted_benefit for c in sweep.cuts], gains).statistic)
-        if any(c.cut == chosen.cut for c in sweep.cuts):
+        gains = [r.realised_gain for r in sweep.cuts]
+        if len({r.predicted_benefit for r in sweep.cuts}) > 1 and len(set(gains)) > 1:
+            sweep.spearman = float(spearmanr([r.predicted_benefit for r in sweep.cuts], gains).statistic)
+        if any(r.cut == chosen.cut for r in sweep.cuts):
             sweep.regret = regret(sweep.cuts, chosen.cut)
         if out is not None:
             atomic_write(out / "sweep.json", json.dumps(sweep.to_dict()).encode())
@@ -292,51 +294,66 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "dense", st
 
     def after_deviation(model: LoadedModel, start: int | None) -> list[float]:
         if start is None or calib_index is None:  # trace the calibration set from the token ids
-            from freezelab.method.trace import trace_encoded
-
             again = trace_encoded(model, enc_calib, progress=False)
         else:
             again = retrace(model, prepared.train_cache, prepared.train, calib_index, start)
         return deviation(again, model).mean.tolist()
 
-    def timed(name: str, train_fn: Callable[[Path | None], tuple[RunResult, dict]]) -> tuple[dict, float]:
-        """Run `train_fn(folder)` (a result and what to store beside it) unless its result is
-        stored; returns (result dict, wall seconds of training and evaluation)."""
+    def timed(name: str, spec: str, train_fn: Callable[[Path | None, float], tuple[RunResult, dict]]
+              ) -> tuple[dict, float] | None:
+        """Run `train_fn(folder, rate)` (a result and what to store beside it) unless its result is
+        stored at `spec`'s rate; returns (result dict, wall seconds of training and evaluation), or
+        None while the run waits for its family."""
+        rate, fam = c.lr.of(spec), family(spec)
         folder = None if out is None else out / "runs" / name
+        stored = {}
         if folder is not None and (folder / "result.json").exists():
             stored = json.loads((folder / "result.json").read_text())
-            if "wall_seconds" in stored:  # else finetune's own result.json, from a sweep stopped before it stored
-                return stored, stored["wall_seconds"]  # what it measures beside it: run it again
+            # else finetune's own result.json, from a sweep stopped before it stored what it measures beside it
+            if "wall_seconds" in stored and np.isclose(stored["lr"], rate, rtol=1e-9, atol=0):
+                if "replaced_lr" in stored:
+                    sweep.reruns[name] = {"from_lr": stored["replaced_lr"], "lr": rate,
+                                          "seconds": stored["wall_seconds"]}
+                return stored, stored["wall_seconds"]
+        if fam not in c.families:
+            sweep.pending.setdefault(fam, []).append(name)
+            return None
         t0 = time.perf_counter()
-        r, extra = train_fn(folder)
+        r, extra = train_fn(folder, rate)
         wall = time.perf_counter() - t0
-        stored = {**r.to_dict(), **extra, "wall_seconds": wall}
-        print(f"  {name}: loss {r.loss_after:.3f} acc {r.acc_after:.3f} ({wall:.0f} s)", flush=True)
+        stale = {"replaced_lr": stored["lr"]} if "wall_seconds" in stored else {}
+        result = {**r.to_dict(), **extra, **stale, "wall_seconds": wall}
+        print(f"  {name}: lr {rate:g} loss {r.loss_after:.3f} acc {r.acc_after:.3f} ({wall:.0f} s)", flush=True)
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
-            atomic_write(folder / "result.json", json.dumps(stored).encode())
-        return stored, wall
+            atomic_write(folder / "result.json", json.dumps(result).encode())
+        if stale:
+            sweep.reruns[name] = {"from_lr": stored["lr"], "lr": rate, "seconds": wall}
+        return result, wall
 
-    baseline_cuts = [resolve(spec, lm, seed=seed, steps=steps, max_length=max_length).cut
-                     for spec in strategies if spec in ("top25", "random")]  # plain cuts: trained in the grid
-    grid = parse_cuts(cuts, L, sorted({*sweep.variants.values(), *baseline_cuts}))
+    baseline_cuts = [resolve(spec, lm, seed=c.seed, steps=steps, max_length=c.max_length).cut
+                     for spec in c.strategies if spec in ("top25", "random")]  # plain cuts: trained in the grid
+    grid = parse_cuts(c.cuts, L, sorted({*sweep.variants.values(), *baseline_cuts}))
     first = [chosen.cut, 0]
     for k in first + [k for k in coarse_to_fine(grid) if k not in first]:
         cut_plan = Plan.from_cut(L, k, rule="cut", curve=chosen.curve)
 
-        def train_cut(folder, cut_plan=cut_plan, k=k):
+        def train_cut(folder, rate, cut_plan=cut_plan, k=k):
             model = fresh()
-            r = finetune(model, task, cut_plan, None, None, replace(run, lr=lr), out=folder, strategy=f"cut{k}",
+            r = finetune(model, task, cut_plan, None, None, replace(run, lr=rate), out=folder, strategy=f"cut{k}",
                          **common)
             return r, {"deviation_after": after_deviation(model, k)}
 
-        r, wall = timed(f"cut{k:02d}", train_cut)
+        got = timed(f"cut{k:02d}", "cut", train_cut)
+        if got is None:
+            continue
+        r, wall = got
         point = chosen.curve[k]
         sweep.cuts.append(CutResult(k, point.cost_ratio_cached, point.cost_ratio, point.benefit,
                                     r["loss_before"] - r["loss_after"], r["loss_after"], r["acc_after"],
                                     r["step_seconds"], wall, r["per_example_loss"], r["per_example_correct"],
                                     r["train_losses"], r["deviation_after"]))
-        sweep.cuts.sort(key=lambda c: c.cut)
+        sweep.cuts.sort(key=lambda x: x.cut)
         if k == chosen.cut:
             sweep.strategies["semantic-plan"] = {"acc": r["acc_after"], "loss": r["loss_after"],
                                                  "cost_ratio": point.cost_ratio_cached, "step_seconds": r["step_seconds"],
@@ -346,13 +363,13 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "dense", st
     plan_path = Path(tempfile.mkdtemp()) / "plan.json" if out is None else out / "plan.json"
     if out is None:
         chosen.save(plan_path)  # lora-plan reads the plan from a file
-    for spec in strategies:
+    for spec in c.strategies:
         resolved = None if spec.split(":")[0] not in ("top25", "random") else \
-            resolve(spec, lm, seed=seed, steps=steps, max_length=max_length)
-        same = next((c for c in sweep.cuts if resolved is not None and c.cut == resolved.cut), None)
+            resolve(spec, lm, seed=c.seed, steps=steps, max_length=c.max_length)
+        same = next((x for x in sweep.cuts if resolved is not None and x.cut == resolved.cut), None)
         if same is not None:  # a cut the grid already trained, with the same data, seed and lr: reuse it
             sweep.strategies[spec] = {"acc": same.acc, "loss": same.loss, "cost_ratio": same.cost_ratio,
-                                      "step_seconds": same.step_seconds, "seconds": same.seconds, "lr": lr,
+                                      "step_seconds": same.step_seconds, "seconds": same.seconds, "lr": c.lr.blocks,
                                       "trained": list(range(same.cut, L)), "cut": same.cut,
                                       "per_example_loss": same.per_example_loss,
                                       "per_example_correct": same.per_example_correct,
@@ -360,23 +377,20 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "dense", st
             store()
             continue
 
-        def train_strategy(folder, spec=spec):
+        def train_strategy(folder, rate, spec=spec):
             model = fresh()
-            strategy_plan = resolve(spec, model, task=task, calib=parts.calib, seed=seed, steps=steps,
-                                    plan_path=plan_path, max_length=max_length)
-            first_plan = strategy_plan(0)
-            priced = cost(lm, first_plan, seq_len, batch_size, label_rows=label_rows, device=pricing)
-            if spec.startswith("lora") and callable(lora_lr):
-                sweep.lora_lr = lora_lr()
-            rate = sweep.lora_lr if spec.startswith("lora") else lr
+            strategy_plan = resolve(spec, model, task=task, calib=parts.calib, seed=c.seed, steps=steps,
+                                    plan_path=plan_path, max_length=c.max_length)
+            priced = cost(lm, strategy_plan(0), seq_len, c.batch_size, label_rows=label_rows, device=c.pricing)
             r = finetune(model, task, strategy_plan, None, None, replace(run, lr=rate), out=folder, strategy=spec,
                          **common)
             return r, {"deviation_after": after_deviation(model, r.start_block if r.cached else None),
                        "cost_ratio": priced.cost_ratio_cached if r.cached else priced.cost_ratio}
 
-        r, wall = timed(spec.replace(":", "_"), train_strategy)
-        if spec.startswith("lora"):
-            sweep.lora_lr = r["lr"]  # also when the run was stored by an earlier invocation
+        got = timed(spec.replace(":", "_"), spec, train_strategy)
+        if got is None:
+            continue
+        r, wall = got
         sweep.strategies[spec] = {"acc": r["acc_after"], "loss": r["loss_after"], "cost_ratio": r["cost_ratio"],
                                   "step_seconds": r["step_seconds"], "seconds": wall,
                                   "trainable_params": r["trainable_params"], "trained": r["trained"],
@@ -384,7 +398,7 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, cuts: str = "dense", st
                                   "per_example_correct": r["per_example_correct"],
                                   "train_losses": r["train_losses"], "deviation_after": r["deviation_after"]}
         store()
-    sweep.complete = True
+    sweep.complete = not sweep.pending
     store()
     return sweep
 
