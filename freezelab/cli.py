@@ -119,15 +119,16 @@ def _cmd_finetune(args: argparse.Namespace) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
-    from freezelab.study.sweep import run_sweep
+    from freezelab.study.rates import Rates
+    from freezelab.study.sweep import SweepConfig, run_sweep
 
     lm, task, parts = _load(args)
-    report = run_sweep(lm, task, parts, cuts=args.cuts, steps=args.steps, lr=args.lr, lora_lr=args.lora_lr,
-                       batch_size=args.batch_size, seed=args.seed, out=args.out,
-                       strategies=args.strategies.split(",") if args.strategies else (),
-                       n_train=args.n_train, n_test=args.n_test, max_length=args.max_length,
-                       first_token=args.first_token, variants=args.variants)
-    print(report)
+    rates = Rates(blocks=args.lr, lora=args.lora_lr, full=args.full_lr or args.lr)
+    config = SweepConfig(cuts=args.cuts, steps=args.steps, lr=rates, batch_size=args.batch_size, seed=args.seed,
+                         strategies=tuple(args.strategies.split(",")) if args.strategies else (),
+                         n_train=args.n_train, n_test=args.n_test, max_length=args.max_length,
+                         first_token=args.first_token, variants=args.variants)
+    print(run_sweep(lm, task, parts, config, out=args.out))
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
@@ -243,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cuts", default="even:6",
                    help="dense (every cut up to 18 blocks, else every second), all, every:N or even:N")
     p.add_argument("--lora-lr", type=float, default=1e-3, help="learning rate of the LoRA strategies")
+    p.add_argument("--full-lr", type=float, default=None, help="learning rate of full fine-tuning (default: --lr)")
     p.add_argument("--variants", action="store_true",
                    help="also fine-tune the cut of every rule x lens variant")
     p.add_argument("--strategies", default="full,top25,random,gradnorm:8,lisa:8,lora,lora-plan",
