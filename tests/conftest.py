@@ -12,18 +12,28 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import pytest  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _real_models_only_in_slow_tests(request, monkeypatch):
-    """A test that loads a real model (an offline GGUF build) must be marked `slow`: `make test-fast`
-    loads none. Random twins and local folders of them stay allowed everywhere."""
-    if request.node.get_closest_marker("slow"):
-        return
+_running: dict = {}  # the test being set up or run
+
+
+def pytest_runtest_setup(item):
+    _running["item"] = item  # before its fixtures, session-scoped ones included
+
+
+def pytest_configure(config):
+    """A test that loads a real model (an offline GGUF build), itself or through a fixture, must be
+    marked `slow`: `make test-fast` loads none. Random twins and local folders of them stay allowed."""
     from freezelab.model import models
 
-    def refuse(entry):
-        pytest.fail(f"{request.node.nodeid} loads the real model '{entry.name}' but is not marked slow")
+    load = models._load_offline
 
-    monkeypatch.setattr(models, "_load_offline", refuse)
+    def guarded(entry):
+        loaded = load(entry)  # a missing package still raises its own error (tested without the mark)
+        item = _running.get("item")
+        if item is not None and item.get_closest_marker("slow") is None:
+            pytest.fail(f"{item.nodeid} loads the real model '{entry.name}' but is not marked slow")
+        return loaded
+
+    models._load_offline = guarded
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ def test_lm_targets_are_the_last_token():
     assert enc.prompts == [[2, 12, 13]] and enc.targets.tolist() == [14]
 
 
+@pytest.mark.slow
 def test_long_prompts_keep_the_cue(smollm, bbc):
     long = Example("word " * 400, 0)
     enc = encode(smollm.tokenizer, bbc, [long], max_length=32)

@@ -77,6 +77,7 @@ def test_unknown_architecture_names_the_supported_ones():
     assert len(ARCHITECTURES) >= 5
 
 
+@pytest.mark.slow
 def test_real_model_shapes(smollm):
     assert smollm.num_layers == 30
     assert smollm.hidden_size == 576
@@ -85,6 +86,7 @@ def test_real_model_shapes(smollm):
     assert "30 blocks" in smollm.summary()
 
 
+@pytest.mark.slow
 def test_real_model_knows_paris(smollm):
     ids = smollm.tokenizer("The capital of France is", return_tensors="pt")
     with torch.no_grad():
@@ -97,6 +99,7 @@ def _perplexity(model, ids) -> float:
         return math.exp(model(input_ids=ids, labels=ids).loss.item())
 
 
+@pytest.mark.slow
 def test_real_model_perplexity_far_below_random(smollm):
     text = ("The history of the city goes back more than two thousand years. It was founded on the "
             "banks of a river, grew into a trading town, and became the capital of the kingdom.")
@@ -106,6 +109,7 @@ def test_real_model_perplexity_far_below_random(smollm):
     assert real < 60 and rand > 10 * real
 
 
+@pytest.mark.slow
 def test_converted_cache_is_plain_safetensors(smollm):
     from freezelab.model.models import cache_dir
 
@@ -141,6 +145,7 @@ def test_device_and_dtype_auto():
         resolve_dtype("fp8", torch.device("cpu"))
 
 
+@pytest.mark.slow
 def test_list_models_marks_offline(smollm):
     rows = {m.name: m for m in list_models()}
     assert rows["smollm2-135m"].offline
