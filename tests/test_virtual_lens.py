@@ -31,12 +31,13 @@ def test_the_option_set_at_the_knee_wins_and_ties_go_to_the_authors(dev_sweeps):
     cuts = {spec: [far] * len(dev_sweeps) for spec in specs}
     on_knee = [s for s in specs if s != authors][-1]
     cuts[on_knee] = [knee] * len(dev_sweeps)
-    result = choose(dev_sweeps, cuts, n_boot=50)
+    result = choose(dev_sweeps, cuts, control=[far] * len(dev_sweeps), n_boot=50)
     assert result["chosen"] == on_knee and result["options"][on_knee]["knee_miss"]["mean"] == 0
     assert result["options"][authors]["knee_miss"]["mean"] == abs(knee - far)
-    assert result["options"][on_knee]["knee_miss_minus_authors"]["hi"] < 0  # paired: better than the authors'
+    assert result["options"][on_knee]["knee_miss_minus"]["authors"]["hi"] < 0  # paired: better than the authors'
+    assert result["trivial"]["norm-only control"]["knee_miss"]["mean"] == abs(knee - far)
     cuts[authors] = [knee] * len(dev_sweeps)  # an exact tie: the authors' own options are the simplest
-    assert choose(dev_sweeps, cuts, n_boot=50)["chosen"] == authors
+    assert choose(dev_sweeps, cuts, control=[knee] * len(dev_sweeps), n_boot=50)["chosen"] == authors
 
 
 def test_cut_costs_follow_the_stored_prices(dev_sweeps):
