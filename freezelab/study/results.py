@@ -37,6 +37,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy.stats import spearmanr
 
+from freezelab.train.strategies import top25_cut
 from freezelab.study.sweep import DENSE_ALL_UP_TO, DENSE_STRIDE, LENS_VARIANTS, RULE_VARIANTS
 
 ACC_TOLERANCE = 0.01  # "within 1 accuracy point"
@@ -45,7 +46,7 @@ ZERO = 1e-9  # an interval bound this close to zero touches it
 CI = (2.5, 97.5)  # percentiles of the bootstrap: a 95% interval
 RANDOM_CUT = "random-cut (expected)"  # a grid cut drawn uniformly: every metric's expectation
 TRIVIAL_RULES = {  # cut k of L blocks chosen without looking at the trace
-    "top25": lambda L: L - max(1, L // 4),
+    "top25": top25_cut,
     "half": lambda L: L // 2,
     "last-block": lambda L: L - 1,
     "all-blocks": lambda L: 0,

@@ -51,6 +51,11 @@ class Strategy:
     build: Callable[[Context, str], Schedule]  # (context, text after "name:")
 
 
+def top25_cut(num_layers: int) -> int:
+    """The cut of top-25% ("What would Elsa do?"): the top quarter of the blocks trained, at least one."""
+    return num_layers - max(1, num_layers // 4)
+
+
 def subset_plan(num_layers: int, trained: Sequence[int], rule: str) -> Plan:
     """A plan training any subset of blocks (not necessarily a suffix), priced by the ledger on equal
     blocks (`cost.subset_ratios`; `resolve` prices it on the model): backward runs down to the
@@ -168,7 +173,7 @@ def _top(ctx: Context, arg: str) -> Plan:
 def _top25(ctx: Context, arg: str) -> Plan:
     _no_arg("top25", arg)
     L = ctx.lm.num_layers
-    return Plan.from_cut(L, L - max(1, L // 4), rule="top25")
+    return Plan.from_cut(L, top25_cut(L), rule="top25")
 
 
 def _random(ctx: Context, arg: str) -> Plan:
