@@ -207,14 +207,13 @@ def retrace(lm: LoadedModel, cache: LatentCache, enc: Encoded, index: Sequence[i
     come from the cache (those blocks did not change), the rest are recomputed from h_start."""
     import torch
 
+    from freezelab.method.trace import latent_states
     from freezelab.model.encode import collate
 
     before = cache.trace(enc, index)
     batch = collate(enc, index, 0, lm.device)
-    rows = torch.arange(len(index), device=lm.device)
     with torch.inference_mode():
-        states = lm.run_blocks(cache.states(start, index, lm.device, lm.dtype), batch.attention_mask, start,
-                               keep=True, select=lambda h: h[rows, batch.positions])
+        states = latent_states(lm, batch, cache.states(start, index, lm.device, lm.dtype), start, last_only=True)
     before.hidden[:, start:] = torch.stack(states, 1).float().cpu()
     return before
 
