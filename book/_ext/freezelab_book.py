@@ -18,7 +18,7 @@ It also keeps the book readable offline and its numbers in one place:
 - the canonical reference trace (``freezelab/smollm2_bbc.json``, package data that the assignments'
   graders read too, written by ``reference/make_reference.py``) becomes MyST substitutions (``{{ ref_chosen }}``, ...) that
   the method page and the chapters quote instead of typed numbers; so do the oracle study's protocol constants,
-  from ``book/results/summary.json`` (``{{ study_knee_pct }}``, ...).
+  from ``book/results/summary.json`` (``{{ study_acc_points }}``, ...).
 """
 
 from __future__ import annotations
@@ -129,8 +129,7 @@ def study_substitutions() -> dict[str, str]:
     p = summary["protocol"]
     lo, hi = p["ci_percentiles"]
     blocks = dict(spec.split(":") for spec in summary["budget"]["strategies"] if ":" in spec)  # gradnorm:8
-    return {"study_acc_points": f"{100 * p['acc_tolerance']:g}", "study_knee_pct": f"{100 * p['knee_share']:g}",
-            "study_ci_pct": f"{hi - lo:g}", "study_n_boot": str(p["n_boot"]),
+    return {"study_acc_points": f"{100 * p['acc_tolerance']:g}", "study_ci_pct": f"{hi - lo:g}", "study_n_boot": str(p["n_boot"]),
             "study_dense_all": str(p["dense_all_up_to"]), "study_dense_stride": str(p["dense_stride"]),
             "study_budgets": _listed(p["budgets"]), "study_gradnorm_blocks": blocks["gradnorm"],
             "study_lisa_blocks": blocks["lisa"]}
