@@ -202,3 +202,15 @@ def test_substitutions_come_from_the_book():
     assert out == "Cut 12."
     with pytest.raises(md.MystError, match="nope"):
         _convert(["{{ nope }}"], substitutions=dict)
+
+
+def test_make_test_runs_the_colab_edition_under_nbval():
+    """nbval executes the student chapters, the student assignments and the solutions as their Colab edition."""
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    recipe = re.search(r"^test:.*?(?=^\S)", makefile, re.S | re.M).group(0).replace("\\\n", " ")
+    nbval = next(line for line in recipe.split("\n") if "--nbval-lax" in line)
+    assert "FREEZELAB_SCALE=ci" in nbval
+    for pattern in ("notebooks/colab/0*.ipynb", "notebooks/colab/assignments/0*.ipynb",
+                    "notebooks/colab/instructor/assignments/0*.ipynb"):
+        assert pattern in nbval.split(), pattern
+    assert "make_colab.py" in re.search(r"^colab:.*?(?=^\S)", makefile, re.S | re.M).group(0)
