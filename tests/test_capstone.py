@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from test_grade import grade_cli
 
 from freezelab.classroom import grade
 from freezelab.classroom.checks import capstone
@@ -45,9 +45,10 @@ def test_the_solution_rule_passes_and_wrong_rules_fail(capsys):
             capstone.check_rule(wrong)
 
 
-def _nb(prereg: int | None, results: list[int | None], criterion: str = "x " * 10, rule: str = "def rule(t):\n"):
+def _nb(prereg: int | None, results: list[int | None], criterion: str = "x " * 10,
+        rule: str = "def rule(t):\n    return 1\n"):
     cells = [{"cell_type": "code", "metadata": {"tags": ["preregistration"]}, "execution_count": prereg,
-              "outputs": [], "source": f'{rule}    return 1\n\nCRITERION = "{criterion}"\n'}]
+              "outputs": [], "source": f'{rule}\nCRITERION = "{criterion}"\n'}]
     return cells + [{"cell_type": "code", "metadata": {"tags": ["results"]}, "execution_count": n, "outputs": [],
                      "source": "print(1)"} for n in results]
 
@@ -58,7 +59,7 @@ def _nb(prereg: int | None, results: list[int | None], criterion: str = "x " * 1
     (_nb(None, [None]), 2 / 3, "has not run"),
     (_nb(1, [2], criterion="YOUR ANSWER HERE"), 2 / 3, "still empty"),
     (_nb(1, [2], criterion="better"), 2 / 3, "1 words"),
-    (_nb(1, [2], rule="def my_rule(t):\n"), 2 / 3, "defines no function rule"),
+    (_nb(1, [2], rule="def my_rule(t):\n    return 1\n"), 2 / 3, "defines no function rule"),
     (_nb(1, [2], rule="def rule(t):\n    'doc'\n    raise NotImplementedError\n"), 2 / 3, "beyond the stub"),
     ([], 0.0, "no code cell tagged 'preregistration'"),
 ], ids=["first", "after-a-result", "not-run", "placeholder", "too-short", "renamed", "stub", "missing"])
@@ -146,17 +147,9 @@ def test_the_rule_travels_to_the_sandbox_as_a_stored_trace():
                                                                                   for c in cases]
 
 
-def _grade_cli(notebook: Path, tmp_path: Path) -> tuple[int, str, dict]:
-    out = tmp_path / "scores.json"
-    proc = subprocess.run([sys.executable, "-m", "freezelab.cli", "grade", str(notebook), "--json", str(out)],
-                          capture_output=True, text=True, timeout=1800)
-    assert out.exists(), proc.stderr
-    return proc.returncode, proc.stdout, json.loads(out.read_text())
-
-
 @pytest.mark.slow
 def test_grade_gives_full_marks_to_the_solution(tmp_path):
-    status, table, report = _grade_cli(SOLUTION, tmp_path)
+    status, table, report = grade_cli(SOLUTION, tmp_path)
     assert [c["check"] for c in report["checks"]] == [i.check for i in grade.ASSIGNMENTS["04_capstone"]]
     assert status == 0 and report["score"] == report["max_score"] == 15, table
     assert "cost regret saved against" in {c["check"]: c for c in report["checks"]}["check_rule_on_oracles"]["feedback"]
@@ -164,7 +157,7 @@ def test_grade_gives_full_marks_to_the_solution(tmp_path):
 
 @pytest.mark.slow
 def test_grade_gives_the_blank_copy_a_complete_table(tmp_path):
-    status, table, report = _grade_cli(STUDENT, tmp_path)
+    status, table, report = grade_cli(STUDENT, tmp_path)
     rows = [i.check for i in grade.ASSIGNMENTS["04_capstone"]]
     assert status == 1 and [c["check"] for c in report["checks"]] == rows and all(row in table for row in rows)
     scores = {c["check"]: c["points"] for c in report["checks"]}

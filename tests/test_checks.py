@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import load_script
+from test_grade import grade_cli
 import torch
 from scipy.optimize import least_squares
 
@@ -650,17 +651,6 @@ def test_a_helper_of_ones_own_named_cosine_similarity_passes(capsys):
 # ---- freezelab grade ------------------------------------------------------------------------------------
 
 
-def _grade_cli(notebook: Path, tmp_path: Path) -> tuple[int, str, dict]:
-    import subprocess
-    import sys
-
-    out = tmp_path / "scores.json"
-    proc = subprocess.run([sys.executable, "-m", "freezelab.cli", "grade", str(notebook), "--json", str(out)],
-                          capture_output=True, text=True, timeout=900)
-    assert out.exists(), proc.stderr
-    return proc.returncode, proc.stdout, json.loads(out.read_text())
-
-
 def _expected_rows(name: str) -> list[str]:
     return [item.check for item in grade.ASSIGNMENTS[name]]
 
@@ -668,7 +658,7 @@ def _expected_rows(name: str) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_grade_gives_full_marks_to_the_solutions(name, tmp_path):
-    status, table, report = _grade_cli(SOLUTIONS / f"{name}.ipynb", tmp_path)
+    status, table, report = grade_cli(SOLUTIONS / f"{name}.ipynb", tmp_path)
     assert status == 0, table
     assert [c["check"] for c in report["checks"]] == _expected_rows(name)
     assert report["passed"] and report["score"] == report["max_score"] > 0 and report["cell_errors"] == []
@@ -678,7 +668,7 @@ def test_grade_gives_full_marks_to_the_solutions(name, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_grade_gives_a_complete_table_for_the_student_notebooks(name, tmp_path):
-    status, table, report = _grade_cli(ASSIGNMENTS / f"{name}.ipynb", tmp_path)
+    status, table, report = grade_cli(ASSIGNMENTS / f"{name}.ipynb", tmp_path)
     assert status == 1
     rows = _expected_rows(name)
     assert [c["check"] for c in report["checks"]] == rows and report["score"] == 0
@@ -704,7 +694,7 @@ def test_grade_runs_every_check_past_failures_and_tampering(tmp_path):
                 cell["source"] = source
     path = tmp_path / "submission.ipynb"
     path.write_text(json.dumps(nb))
-    status, table, report = _grade_cli(path, tmp_path)
+    status, table, report = grade_cli(path, tmp_path)
     assert status == 1
     result = {c["check"]: c for c in report["checks"]}
     assert result["check_residuals"]["passed"] and result["check_gains"]["passed"]

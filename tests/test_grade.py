@@ -31,10 +31,11 @@ def argmax_cut(excess):
 """
 
 
-def _grade_cli(notebook: Path, tmp_path: Path, *extra: str) -> tuple[int, str, dict]:
+def grade_cli(notebook: Path, tmp_path: Path, *extra: str) -> tuple[int, str, dict]:
+    """`freezelab grade NOTEBOOK --json ... EXTRA` in a subprocess: (exit status, the table, the JSON)."""
     out = tmp_path / "scores.json"
     proc = subprocess.run([sys.executable, "-m", "freezelab.cli", "grade", str(notebook), "--json", str(out), *extra],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=1800)
     assert out.exists(), proc.stderr
     return proc.returncode, proc.stdout, json.loads(out.read_text())
 
@@ -62,7 +63,7 @@ ZEROS = "def residuals(p, l, d):\n    return np.zeros_like(d)\n"
 def test_the_tampering_line_does_not_pass_a_wrong_function(tmp_path):
     """`np.allclose = lambda *a, **k: True` once made a function that returns zeros pass check_residuals."""
     path = _submission(tmp_path, {"def residuals(": ZEROS}, extra_cell="np.allclose = lambda *a, **k: True")
-    status, table, report = _grade_cli(path, tmp_path, "--seed", "3")
+    status, table, report = grade_cli(path, tmp_path, "--seed", "3")
     rows = {c["check"]: c for c in report["checks"]}
     assert status == 1 and report["score"] < report["max_score"]
     assert rows["check_residuals"]["points"] == 0 and not rows["check_residuals"]["passed"]
@@ -80,7 +81,7 @@ def test_patching_from_inside_the_function_body_changes_nothing(tmp_path):
             "    common.close = lambda *a, **k: True\n"
             "    law.fit_scaling_law = lambda *a, **k: None\n"
             "    return np.zeros_like(d)\n")
-    status, _, report = _grade_cli(_submission(tmp_path, {"def residuals(": body}), tmp_path)
+    status, _, report = grade_cli(_submission(tmp_path, {"def residuals(": body}), tmp_path)
     rows = {c["check"]: c for c in report["checks"]}
     assert status == 1 and rows["check_residuals"]["points"] == 0
     assert rows["check_gains"]["passed"] and rows["check_argmax_cut"]["passed"]  # nothing leaked out
