@@ -304,7 +304,7 @@ class Converter:
         if name in TEXTUAL:
             return "; ".join(f"{r.short} ([{r.year}]({r.url}))" if r.url else f"{r.short} ({r.year})" for r in refs)
         cites = "; ".join(f"[{r.short}, {r.year}]({r.url})" if r.url else f"{r.short}, {r.year}" for r in refs)
-        return f"({cites})"
+        return f"\\[{cites}\\]"  # escaped brackets, as the book's label style brackets its citations
 
     def references(self) -> str:
         """The cited entries in full (a markdown cell), in order of first citation; "" when none."""

@@ -176,8 +176,8 @@ def test_gated_solution_hides_its_code_cells_from_students():
 
 def test_citations_become_references():
     (out,), conv = _convert(["As shown {cite:p}`hu2021lora,gu2025semantic`; {cite:t}`lee2019elsa` freeze."])
-    assert out == ("As shown ([Hu et al., 2022](https://arxiv.org/abs/2106.09685); [Gu et al., 2025]"
-                   "(https://arxiv.org/abs/2406.11753)); Lee et al. ([2019](https://arxiv.org/abs/1911.03090)) freeze.")
+    assert out == ("As shown \\[[Hu et al., 2022](https://arxiv.org/abs/2106.09685); [Gu et al., 2025]"
+                   "(https://arxiv.org/abs/2406.11753)\\]; Lee et al. ([2019](https://arxiv.org/abs/1911.03090)) freeze.")
     refs = conv.references()
     assert refs.startswith("## References") and refs.count("\n- ") == 3
     assert "Jian Gu, Aldeida Aleti, Chunyang Chen and Hongyu Zhang (2025). [*A Semantic-Aware" in refs
