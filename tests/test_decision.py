@@ -10,7 +10,7 @@ from freezelab.study.decision import judge, plan_note, recommendation, variant
 from freezelab.study.knee import knee_study
 from freezelab.study.prose import PAPER_CLAIM, headline, top25_outcome
 from freezelab.study.results import Grid, side
-from test_sweep_study import _sweep
+from test_sweep_study import _sweep, tiny_folder  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).parents[1]
 VARIANTS = {"knee-0.7/logit-labels": 3, "knee-0.9/logit-labels": 0, "knee-gain-0.5/logit-labels": 4,
@@ -166,3 +166,19 @@ def test_collect_is_deterministic_and_writes_the_decision_and_headline(tmp_path)
     assert "so far" in first["headline"] and "freezelab keeps the paper's rule until then" in first["headline"]
     verdict = (tmp_path / "verdict.md").read_text()
     assert verdict.startswith("**Status:") and "**Decision: pending**" in verdict
+    (lead,) = [r["lead"] for r in first["rules"].values() if "lead" in r]  # the lowest's lead, paired
+    assert f"The next, `{lead['over']}`, had" in verdict and "paired, its lead is" in verdict
+
+
+def test_freezelab_plan_prints_the_study_recommendation_under_its_table(tiny_folder, capsys):
+    from freezelab.cli import main
+
+    shipped = json.loads((ROOT / "freezelab" / "recommendation.json").read_text())
+    assert main(["plan", "--model", tiny_folder, "--device", "cpu", "--data", "movie-polarity", "--n-calib", "4",
+                 "--max-length", "16", "--batch-size", "4"]) == 0
+    out = capsys.readouterr().out
+    differs = shipped["status"] == "final" and shipped["recommended"] != "argmax-excess/logit-labels"
+    assert ("note: freezelab's oracle study recommends" in out) == differs
+    if differs:
+        note = next(line for line in out.splitlines() if line.startswith("note:"))
+        assert shipped["recommended"] in note and shipped["usage"] in note

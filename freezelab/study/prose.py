@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from freezelab.study.results import ACC_TOLERANCE, CI, side
+from freezelab.study.results import ACC_TOLERANCE, CI, rank_key, side
 
 PAPER_CLAIM = ("\"The results show that our approach is effective and efficient, and outperforms the existing "
                "baselines.\"")  # the paper's abstract, quoted beside the verdict
@@ -242,25 +242,27 @@ def verdict_lines(summary: dict) -> list[str]:
 
 def lowest_lines(board: dict, now: str = "") -> list[str]:
     """The leaderboard's lowest mean cost regret among the rules measured on every pair, and whether
-    it rests on intervals that overlap the runner-up's (then it is no detectable lead)."""
+    its lead over the next rests on overlapping intervals and on a paired difference clear of zero."""
     everywhere = {name: r for name, r in board.items() if "ci" in r}
     if not everywhere:  # a rule whose cut some grid lacks is not ranked against the others
         return []
-    key = lambda name: (round(everywhere[name]["cost_regret"], 9), round(everywhere[name]["frontier_regret_acc"], 9))  # noqa: E731
-    ranked = sorted(everywhere, key=lambda name: (*key(name), name))
-    tied = [name for name in ranked if key(name) == key(ranked[0])]  # the same cuts, often
-    best, runner = everywhere[ranked[0]], next((everywhere[n] for n in ranked if n not in tied), None)
+    ranked = sorted(everywhere, key=lambda name: (*rank_key(everywhere[name]), name))
+    tied = [name for name in ranked if rank_key(everywhere[name]) == rank_key(everywhere[ranked[0]])]  # same cuts
+    best = everywhere[ranked[0]]
     text = (f"Over every pair{now}, among the rules measured on every one, the lowest mean cost regret was "
             f"{' and '.join(f'`{n}`' for n in tied)}'s: {ci(best['ci']['cost_regret'], digits=3)} (frontier regret "
             f"{ci(best['ci']['frontier_regret_acc'], 100, 1)} accuracy points, oracle gap "
             f"{ci(best['ci']['oracle_gap'], 100, 1)}, mean cost {best['cost']:.2f}; {LEVEL} intervals of the mean "
             "over pairs).")
-    if runner is not None:
-        a, b = best["ci"]["cost_regret"], runner["ci"]["cost_regret"]
-        name = next(n for n in ranked if n not in tied)
-        text += (f" The next, `{name}`, had {ci(b, digits=3)}: "
-                 + ("the intervals overlap, so this lowest is no detectable lead." if a["hi"] >= b["lo"] else
-                    "the intervals are apart."))
+    if "lead" in best:
+        lead, runner = best["lead"], everywhere[best["lead"]["over"]]["ci"]["cost_regret"]
+        overlap = best["ci"]["cost_regret"]["hi"] >= runner["lo"]
+        text += (f" The next, `{lead['over']}`, had {ci(runner, digits=3)}: "
+                 + ("the two intervals overlap, so this lowest rests on overlapping intervals; paired, "
+                    if overlap else "the intervals are apart; paired, ")
+                 + f"its lead is {ci(lead['cost_regret'], digits=3)}"
+                 + _interval_says(lead["cost_regret"], " (clear of zero).", " (below zero).",
+                                  " (touching zero: no detectable lead)."))
     left = [n for n in board if n not in everywhere]
     return [text + " Rules some grid lacks are left out: " + (", ".join(f"`{n}`" for n in left) or "none") + ".", ""]
 

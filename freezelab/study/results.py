@@ -333,7 +333,8 @@ def learning_rates(folder: Path) -> dict:
 def leaderboard(rows: Sequence[dict], replicates: Sequence[dict] | None = None) -> dict:
     """Every rule's mean frontier regret (accuracy), oracle gap, cost regret, knee distance and cost over
     all rows; with each row's `replicates` (`summarise_pair`), `ci` holds the {mean, lo, hi} of those
-    means for the rules every row measured (replicate j of every row averaged: a joint bootstrap)."""
+    means for the rules every row measured (replicate j of every row averaged: a joint bootstrap), and
+    the lowest (`rank_key`) gets `lead`: the next rule's mean cost regret minus its own, paired."""
     names = sorted(set.union(*(set(r["rules"]) for r in rows))) if rows else []
     out = {}
     for name in names:
@@ -343,7 +344,19 @@ def leaderboard(rows: Sequence[dict], replicates: Sequence[dict] | None = None) 
         if replicates is not None and all(name in r for r in replicates):
             out[name]["ci"] = {k: interval(np.mean([r[name][k][0] for r in replicates]),
                                            np.mean([r[name][k][1] for r in replicates], 0)) for k in METRICS}
+    ranked = sorted((n for n in out if "ci" in out[n]), key=lambda n: (*rank_key(out[n]), n))
+    later = [n for n in ranked if rank_key(out[n]) != rank_key(out[ranked[0]])] if ranked else []
+    if later:  # the lowest's lead over the next, paired: replicate j of the next minus the lowest's
+        best, runner = ranked[0], later[0]
+        out[best]["lead"] = {"over": runner, "cost_regret": interval(
+            np.mean([r[runner]["cost_regret"][0] - r[best]["cost_regret"][0] for r in replicates]),
+            np.mean([r[runner]["cost_regret"][1] - r[best]["cost_regret"][1] for r in replicates], 0))}
     return out
+
+
+def rank_key(board_row: dict) -> tuple[float, float]:
+    """A leaderboard row's place: the lower mean cost regret, then frontier regret (rounded: equal cuts tie)."""
+    return round(board_row["cost_regret"], 9), round(board_row["frontier_regret_acc"], 9)
 
 
 def lr_curves(out: Path, seed0: dict) -> dict:

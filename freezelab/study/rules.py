@@ -215,18 +215,20 @@ def leaderboard(scores: Scores) -> str:
     lines = [f"Scored on {len(scores.pairs_scored)} model x data set pairs: {', '.join(scores.pairs_scored)}.",
              "Means over pairs [95% paired bootstrap CI]; regrets and gaps in accuracy points, cost regret as a "
              "share of full fine-tuning's cost, knee distance in blocks (> 0: trains more than the knee).", "",
-             f"{'rule':<28} {'cost regret':>22} {'frontier regret':>22} {'oracle gap':>22} {'knee distance':>22}"]
+             ""]
     order = sorted(scores.rules, key=lambda n: (scores.rules[n]["cost_regret"]["mean"], n))
+    label = {n: n if n in scores.written else f"{n} (reference)" for n in order}
+    width = max(map(len, label.values()))
+    lines[-1] = f"{'rule':<{width}} {'cost regret':>18} {'frontier regret':>18} {'oracle gap':>18} {'knee distance':>18}"
     for name in order:
         r = scores.rules[name]
-        tag = "" if name in scores.written else " (ref)"
-        lines.append(f"{(name + tag)[:28]:<28} {_ci(r['cost_regret']):>22} {_ci(r['frontier_regret_acc'], 100, 1):>22} "
-                     f"{_ci(r['oracle_gap'], 100, 1):>22} {_ci(r['knee_distance'], digits=1):>22}")
+        lines.append(f"{label[name]:<{width}} {_ci(r['cost_regret']):>18} {_ci(r['frontier_regret_acc'], 100, 1):>18} "
+                     f"{_ci(r['oracle_gap'], 100, 1):>18} {_ci(r['knee_distance'], digits=1):>18}")
     if len(order) > 1:
         a, b = (scores.rules[n]["cost_regret"] for n in order[:2])
         if a["hi"] >= b["lo"]:
-            lines.append(f"The lowest mean cost regret ({order[0]}) rests on overlapping intervals with {order[1]}'s: "
-                         "no detectable difference between them.")
+            lines.append(f"The lowest mean cost regret ({order[0]}) rests on intervals that overlap {order[1]}'s; "
+                         "the paired differences below say whether rules differ.")
     lines += ["", "Paired against each reference (cost regret saved: > 0 better; frontier regret and oracle gap "
                   "added, in points: > 0 worse):"]
     for name in scores.written:
