@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import tempfile
 import textwrap
 import time
 import warnings
@@ -53,6 +54,7 @@ class Submission:
     submitted: dict  # the notebook as handed in (its stored execution counts tell the order it ran in)
     executed: dict  # the same after the grader's run
     started: float  # when the grader's run started (time.time())
+    run_dir: Path  # where the grader's run writes the capstone's sweep (FREEZELAB_CAPSTONE_RUN)
     seed: int
     oracles: tuple[Path, ...]  # folders of extra oracle sweeps the instructor adds (--oracles)
 
@@ -74,7 +76,7 @@ STUDY = Path(__file__).resolve().parents[2] / "book" / "results"  # the stored o
 NOTEBOOK_CHECKS: dict[str, Callable[[Submission], tuple[float, str]]] = {
     "check_defence": lambda sub: defence_score(sub.path),
     "check_preregistration": lambda sub: capstone.preregistration_score(sub.submitted["cells"]),
-    "check_sweep": lambda sub: capstone.sweep_score(sub.executed["cells"], sub.path.parent, sub.started),
+    "check_sweep": lambda sub: capstone.sweep_score(sub.executed["cells"], sub.run_dir, sub.started),
     "check_comparison": lambda sub: capstone.comparison_score(sub.executed["cells"]),
     "check_rule_on_oracles": lambda sub: _rule_on_oracles(sub),
     "check_report": lambda sub: capstone.report_score(sub.submitted["cells"]),
@@ -119,13 +121,17 @@ def read_notebook(path: Path):
     return nb
 
 
-def _execute(nb, path: Path, timeout: int) -> list[dict]:
-    """Run `nb` in a fresh kernel from its folder at ci scale, past failing cells; the cells' errors."""
+def _execute(nb, path: Path, timeout: int, run_dir: Path) -> list[dict]:
+    """Run `nb` in a fresh kernel from its folder at ci scale, past failing cells; the cells' errors.
+
+    The capstone writes its sweep under `run_dir` (``FREEZELAB_CAPSTONE_RUN``): a fresh folder, so that no
+    run stored beside the notebook is reused."""
     from nbclient import NotebookClient
 
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True, interrupt_on_timeout=True,
                             resources={"metadata": {"path": str(path.parent)}})
-    client.execute(env={**os.environ, "FREEZELAB_SCALE": "ci", "MPLBACKEND": "Agg"})
+    client.execute(env={**os.environ, "FREEZELAB_SCALE": "ci", "MPLBACKEND": "Agg",
+                        "FREEZELAB_CAPSTONE_RUN": str(run_dir)})
     return [{"cell": i, "error": f"{o['ename']}: {o['evalue']}"}
             for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
             for o in cell.get("outputs", []) if o.get("output_type") == "error"]
@@ -175,19 +181,21 @@ def grade(path: str | os.PathLike, timeout: int = 600, seed: int | None = None,
     assignment = assignment_of(nb, path)
     seed = secrets.randbelow(2**31) if seed is None else int(seed)
     submitted = json.loads(json.dumps(nb))
-    started = time.time()
-    cell_errors = _execute(nb, path, timeout)
-    items = ASSIGNMENTS[assignment]
-    code = [c["source"] for c in submitted["cells"] if c["cell_type"] == "code"]
-    rows = _judge_all(items, definitions(code), seed)
-    sub = Submission(path, submitted, json.loads(json.dumps(nb)), started, seed, tuple(Path(o) for o in oracles))
-    for item in items:
-        if item.function is None:
-            try:
-                share, feedback = NOTEBOOK_CHECKS[item.check](sub)
-            except Exception as err:  # noqa: BLE001 - whatever goes wrong costs this check only
-                share, feedback = 0.0, f"the check could not run: {type(err).__name__}: {err}"
-            rows[item.check] = _row(item, share, share == 1.0, feedback)
+    with tempfile.TemporaryDirectory(prefix="freezelab-grade-") as run_dir:
+        started = time.time()
+        cell_errors = _execute(nb, path, timeout, Path(run_dir))
+        items = ASSIGNMENTS[assignment]
+        code = [c["source"] for c in submitted["cells"] if c["cell_type"] == "code"]
+        rows = _judge_all(items, definitions(code), seed)
+        sub = Submission(path, submitted, json.loads(json.dumps(nb)), started, Path(run_dir), seed,
+                         tuple(Path(o).resolve() for o in oracles))
+        for item in items:
+            if item.function is None:
+                try:
+                    share, feedback = NOTEBOOK_CHECKS[item.check](sub)
+                except Exception as err:  # noqa: BLE001 - whatever goes wrong costs this check only
+                    share, feedback = 0.0, f"the check could not run: {type(err).__name__}: {err}"
+                rows[item.check] = _row(item, share, share == 1.0, feedback)
     checked = [rows[item.check] for item in items]
     score = round(sum(c["points"] for c in checked), 2)
     return {"notebook": str(path), "assignment": assignment, "seed": seed, "score": score,
