@@ -188,7 +188,6 @@ LENSES: dict[str, Lens] = {
              {"cosine": "1 - cosine", "euclidean": "Euclidean distance"}),
     )
 }
-UNITS = {name: entry.units for name, entry in LENSES.items()}  # what d_l is measured in, by default
 
 
 def describe_lenses() -> list[tuple[str, str]]:

@@ -13,7 +13,6 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from freezelab.method.lens import UNITS
 from freezelab.errors import FreezelabError
 from freezelab.method.gains import Gains
 from freezelab.method.law import Law, _as_curve
@@ -56,7 +55,7 @@ def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
 def plot_deviation(deviation, law: Law | None = None, ax: Axes | None = None) -> Figure:
     """Deviation d_l over latent spaces l = 0..L, mean ± standard error band, fitted law dashed.
 
-    The y axis is in the lens's unit (`deviation.UNITS`): nats, or 1 - cosine for the cosine lens.
+    The y axis is in the lens's unit (`Deviation.units`): nats, or 1 - cosine for the cosine lens.
     """
     d = _as_curve(deviation)
     fig, ax = _axes(ax, (7, 4))
@@ -71,8 +70,7 @@ def plot_deviation(deviation, law: Law | None = None, ax: Axes | None = None) ->
         depth = "l" if law.offset == 0 else f"(l+{law.offset:g})"
         label = f"law: {law.E:.2f} + {law.A:.2f}·{depth}^-{law.alpha:.2f}, R² = {law.r2:.2f}"
         ax.plot(grid, law(grid), "--", label=label)
-    unit = UNITS.get(getattr(deviation, "lens", "logit"), "nats")
-    ax.set(xlabel="latent space l", ylabel=f"deviation d_l ({unit})")
+    ax.set(xlabel="latent space l", ylabel=f"deviation d_l ({getattr(deviation, 'units', 'nats')})")
     ax.legend()
     return fig
 
