@@ -6,7 +6,7 @@ from the training data, strictly inside the grid used (`rates.pick_lr`); then, p
 oracle grid of cuts plus every rule x lens variant's chosen cut and every baseline
 (`sweep.run_sweep`), one epoch each. A run stored at another rate than its family's is stale and
 trains again; `--families` lets the cheap families' reruns go first, `--lr-only` only picks the rates
-and `--retrace` only rewrites each stored sweep's trace.npz (`tracefile`: what a rule reads).
+and `--retrace` only writes a stored sweep's missing trace.npz (`tracefile`: what a rule reads).
 The train/validation/test split is fixed (split seed 0); a seed changes the calibration sample,
 the batch order, LoRA's initialisation and the random baselines. Every run is stored as it ends,
 so rerunning resumes; `--collect` only rebuilds the summary (`freezelab.study.collect`).
@@ -38,7 +38,7 @@ from freezelab.method.trace import trace_encoded
 from freezelab.study.collect import collect
 from freezelab.study.rates import FAMILIES, Rates, pick_lr
 from freezelab.study.sweep import SweepConfig, prepare, price_cuts, run_sweep
-from freezelab.study.tracefile import trace_deviations, write_trace
+from freezelab.study.tracefile import load_trace, stored_lenses, trace_deviations, write_trace
 from freezelab.train.finetune import FinetuneConfig, finetune
 
 BUDGET = ("batch_size", "n_train", "n_val", "n_test", "n_calib", "max_length", "cuts", "lr_grid",
@@ -196,10 +196,16 @@ def run_pair(model: str, dataset: str, scale: StudyScale, out: Path, seeds: Sequ
 
 
 def retrace_pair(model: str, dataset: str, scale: StudyScale, out: Path, seeds: Sequence[int]) -> None:
-    """Rewrite trace.npz of every stored sweep of one pair without touching its runs: one no-grad forward
-    of its calibration prompts, checked against the default lens's mean deviation in sweep.json."""
+    """Write trace.npz of every stored sweep of one pair that lacks one, or lacks a lens now stored
+    (`tracefile.stored_lenses`), without touching its runs: one no-grad forward of its calibration
+    prompts, checked against the default lens's mean deviation in sweep.json."""
     folder = out / "runs" / model / dataset
-    seeds = [s for s in seeds if (folder / f"seed{s}" / "sweep.json").exists()]
+
+    def current(seed: int) -> bool:
+        path = folder / f"seed{seed}" / "trace.npz"
+        return path.exists() and set(stored_lenses()) <= set(load_trace(path).lenses)
+
+    seeds = [s for s in seeds if (folder / f"seed{s}" / "sweep.json").exists() and not current(s)]
     if not seeds:
         return
     lm = load_model(model)
@@ -263,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--lr-only", action="store_true", help="only pick (or extend) the learning rates of --families")
     p.add_argument("--no-collect", action="store_true", help="store the runs only (`--collect` summarises later)")
     p.add_argument("--retrace", action="store_true",
-                   help="only rewrite trace.npz of every stored sweep (no training, runs untouched)")
+                   help="only write trace.npz of every stored sweep lacking one or a lens (no training)")
     args = p.parse_args(argv)
     scale = SCALES[args.scale]
     out = Path(args.out)
