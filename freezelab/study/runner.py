@@ -85,7 +85,8 @@ SCALES = {
                        lora_lr_grid=(3e-4, 1e-3, 3e-3), full_lr_grid=(1e-5, 3e-5, 1e-4)),
     "ci": StudyScale(("smollm2-135m",), ("movie-polarity",), (0,), (0,), batch_size=4, n_train=16, n_val=8,
                      n_test=8, n_calib=8, max_length=32, cuts="even:2", strategies=("full", "top25", "lora"),
-                     lr_grid=(1e-4, 3e-4), lora_lr_grid=(1e-3,), full_lr_grid=(1e-5, 1e-4),
+                     lr_grid=(1e-5, 3e-5, 1e-4), lora_lr_grid=(1e-3, 3e-3, 1e-2),
+                     full_lr_grid=(3e-6, 1e-5, 1e-4),
                      variants=False),
 }
 
