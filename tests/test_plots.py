@@ -51,8 +51,11 @@ def test_plot_deviation_with_band_and_law(deviation):
 
 
 def test_plot_deviation_labels_the_cosine_lens_without_nats(deviation):
-    cosine = types.SimpleNamespace(**{**vars(deviation), "lens": "cosine"})
+    from freezelab.method.lens import LENSES
+
+    cosine = types.SimpleNamespace(**{**vars(deviation), "lens": "cosine", "units": LENSES["cosine"].units})
     assert plot_deviation(cosine).axes[0].get_ylabel() == "deviation d_l (1 - cosine)"
+    assert plot_deviation(deviation).axes[0].get_ylabel() == "deviation d_l (nats)"
 
 
 def test_plot_deviation_plain_array_on_given_axes():
