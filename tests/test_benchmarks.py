@@ -26,6 +26,7 @@ def positive(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.slow
 def test_step_cost(tmp_path):
     result = run("step_cost", tmp_path, "--tiny", "--layers", "2", "--seq-len", "16", "--batch", "2",
                  "--reps", "1")
@@ -41,6 +42,7 @@ def test_step_cost(tmp_path):
     assert model["plan-cached"] < model["plan"] < model["cut0"] < 1
 
 
+@pytest.mark.slow
 def test_trace_memory(tmp_path):
     result = run("trace_memory", tmp_path, "--tiny", "--layers", "2", "--shapes", "2x16,2x32")
     assert [(s["batch"], s["seq_len"]) for s in result["shapes"]] == [(2, 16), (2, 32)]

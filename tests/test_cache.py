@@ -58,6 +58,7 @@ def grads(lm, enc, k, cache=None):
     return loss.detach(), out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("classify", [True, False], ids=["classification", "lm"])
 @pytest.mark.parametrize("name", list(TINY))
 def test_cached_suffix_equals_full_forward(name, classify):

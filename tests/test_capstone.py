@@ -137,6 +137,7 @@ def test_the_student_copy_asks_for_the_rule_the_criterion_and_the_report():
     assert all(c.get("execution_count") is None for c in _cells(STUDENT) if c["cell_type"] == "code")
 
 
+@pytest.mark.slow
 def test_the_rule_travels_to_the_sandbox_as_a_stored_trace():
     from freezelab.classroom.sandbox import Call, call_all, definitions
 

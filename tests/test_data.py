@@ -311,6 +311,7 @@ def test_unknown_specs(tmp_path):
 # --- label words with a real tokenizer ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_builtin_label_words_are_single_tokens(tokenizer, bbc):
     ids = bbc.label_token_ids(tokenizer)
     assert len(set(ids)) == 5

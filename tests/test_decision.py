@@ -145,6 +145,7 @@ def test_the_committed_headline_opens_the_results_page_the_readme_and_the_intro(
     assert ("so far" in text) == bool(summary["status"]["missing"])
 
 
+@pytest.mark.slow
 def test_collect_is_deterministic_and_writes_the_decision_and_headline(tmp_path):
     from freezelab.study.collect import collect
     from freezelab.study.runner import SCALES

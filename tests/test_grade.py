@@ -87,6 +87,7 @@ def test_patching_from_inside_the_function_body_changes_nothing(tmp_path):
     assert rows["check_gains"]["passed"] and rows["check_argmax_cut"]["passed"]  # nothing leaked out
 
 
+@pytest.mark.slow
 def test_a_file_that_is_not_a_notebook_is_refused_in_one_line(tmp_path):
     path = tmp_path / "essay.ipynb"
     path.write_text("my answers, as plain text")
@@ -117,6 +118,7 @@ def test_values_travel_as_json_and_nothing_else():
         decode({"__reduce__": ["os.system", "true"]})
 
 
+@pytest.mark.slow
 def test_the_seed_reproduces_the_hidden_cases_and_each_case_earns_its_share():
     """One sandbox process: an argmax that never looks at block L-1 fails only the hidden case there."""
     items = grade.ASSIGNMENTS["02_fit_law"]
@@ -136,6 +138,7 @@ def test_the_seed_reproduces_the_hidden_cases_and_each_case_earns_its_share():
     assert hidden(cases[0]) == hidden(cases[1]) != hidden(other)
 
 
+@pytest.mark.slow
 def test_a_function_that_kills_its_process_fails_its_own_case_only():
     source = definitions(["import os\n\ndef f(x):\n    if x == 1:\n        os._exit(3)\n    return x + 1\n"])
     outcomes = call_all(source, [Call("f", (0,)), Call("f", (1,)), Call("f", (2,))])

@@ -351,6 +351,7 @@ def tiny_folder(tmp_path_factory):
     return str(folder)
 
 
+@pytest.mark.slow
 def test_a_stale_run_trains_again_and_a_current_one_does_not(tiny_folder, tmp_path):
     from dataclasses import replace
 
