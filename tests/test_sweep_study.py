@@ -207,6 +207,7 @@ def test_study_refuses_to_mix_runs_of_another_budget(tmp_path):
     assert json.loads((tmp_path / "scale.json").read_text())["n_train"] == 2  # left as it was
 
 
+@pytest.mark.slow
 def test_committed_cut_costs_come_from_the_pinned_pricing(smollm, bbc):
     """Every modelled cost of the study is priced on scale.json's fixed constants, not on the day's
     calibration: the ledger reproduces seed 0's stored cut costs of SmolLM2 x BBC News exactly."""
@@ -324,6 +325,25 @@ def test_an_edge_pick_extends_the_grid_until_the_rate_is_interior(tmp_path):
     # a grid of one rate is extended on both sides
     assert pick_lr(lambda lr: abs(np.log10(lr / 1e-3)), (1e-3,))["grid"] == [3e-4, 1e-3, 3e-3]
 
+
+
+def test_every_committed_sweep_stores_what_a_rule_reads():
+    """Each stored sweep's trace.npz: the default lens's deviations average to the d_0..d_L that sweep.json
+    planned with, and the cost of every cut is the one its runs were priced at."""
+    from pathlib import Path
+
+    from freezelab.study.tracefile import LENS_VARIANTS, load_trace
+
+    sweeps = sorted((Path(__file__).parents[1] / "book" / "results" / "runs").glob("*/*/seed*/sweep.json"))
+    assert len(sweeps) >= 14
+    for path in sweeps:
+        stored, t = json.loads(path.read_text()), load_trace(path.parent / "trace.npz")
+        L = stored["num_layers"]
+        assert t.num_layers == L and t.cost.shape == (L,) and set(LENS_VARIANTS) <= set(t.lenses), path
+        assert all(d.shape == (64, L + 1) for d in t.deviation.values()), path
+        np.testing.assert_allclose(t.deviation["logit-labels"].mean(0), stored["deviation"], atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(t.cost[[c["cut"] for c in stored["cuts"]]], [c["cost_ratio"] for c in stored["cuts"]],
+                                   rtol=1e-12)
 
 def _tokenizer():
     """SmolLM2's tokenizer, without loading its weights."""
