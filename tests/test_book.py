@@ -128,6 +128,14 @@ def test_pages_load_no_script_from_a_cdn(built_book):
     assert {"_static/widgets/require.js", "_static/widgets/embed-amd.js", "_static/mathjax/MathJax.js"} <= local
 
 
+def test_each_script_is_loaded_once(built_book):
+    """sphinx-thebe's inline configuration came twice on every page: `const` declared twice, a console error."""
+    html = built_book / "_build" / "html"
+    for page in (html / "intro.html", html / "notebooks" / "01_latent_spaces.html"):
+        scripts = re.findall(r"<script[^>]*>.*?</script>", page.read_text(encoding="utf-8"), re.S)
+        assert scripts and len(scripts) == len(set(scripts)), [s[:80] for s in scripts if scripts.count(s) > 1]
+
+
 def test_widget_scripts_need_npm(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no npm on it, and nothing in the cache yet
     with pytest.raises(RuntimeError, match="npm is not installed"):

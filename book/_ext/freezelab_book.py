@@ -250,11 +250,15 @@ def _fix_launch_links(app, pagename: str, templatename: str, context: dict[str, 
 
 
 def _each_script_once(app, pagename: str, templatename: str, context: dict[str, Any], doctree) -> None:
-    """Drop repeated scripts: sphinx-thebe adds its inline configuration at every ``env-before-read-docs``,
-    and a page that declares ``const THEBE_JS_URL`` twice logs a SyntaxError in the browser console."""
-    scripts = context.get("script_files")
-    if scripts:
-        context["script_files"] = list(dict.fromkeys(scripts))
+    """Drop repeated scripts: sphinx-thebe's and sphinx-togglebutton's inline scripts were added twice (file name
+    None, then ""), and a page that declares ``const THEBE_JS_URL`` twice logs a SyntaxError in the console."""
+    kept: dict = {}
+    for js in sorted(context.get("script_files") or [], key=lambda js: getattr(js, "priority", 500)):
+        # an inline script comes once with the file name None and once with "": the same script
+        key = (js.filename or "", tuple(sorted(js.attributes.items()))) if hasattr(js, "attributes") else js
+        kept.setdefault(key, js)
+    if kept:
+        context["script_files"] = list(kept.values())
 
 
 def setup(app):
