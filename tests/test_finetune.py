@@ -131,7 +131,7 @@ def test_classification_logits_are_never_batch_by_length_by_vocab(baseline):
 @pytest.mark.slow
 def test_truncated_backward_gives_the_full_backward_gradients(smollm, bbc, data):
     lm = smollm
-    enc = encode(lm.tokenizer, bbc, data.train[:4], RUN["max_length"])
+    enc = encode(lm.tokenizer, bbc, data.train[:4], RUN.max_length)
     batch = collate(enc, range(4), lm.tokenizer.pad_token_id)
     flags = {n: p.requires_grad for n, p in lm.model.named_parameters()}
     try:
