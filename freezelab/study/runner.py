@@ -153,9 +153,12 @@ def pick_rates(lm: LoadedModel, task, scale: StudyScale, folder: Path, families:
 
 def waiting(folder: Path, rates: Rates, families: Sequence[str]) -> bool:
     """Whether the sweep stored in `folder` has runs of `families` to train: none stored yet, an
-    interrupted run, a family's rate changed, or runs pending from an earlier call."""
+    interrupted run (also one whose result.json is finetune's own, without what the sweep stores beside
+    it), a family's rate changed, or runs pending from an earlier call."""
     path = folder / "sweep.json"
     if not path.exists():
+        return True
+    if any("wall_seconds" not in json.loads(p.read_text()) for p in folder.glob("runs/*/result.json")):
         return True
     s = json.loads(path.read_text())
     pending = s.get("pending", {})
