@@ -169,3 +169,25 @@ def test_book_style_and_committed_pipeline_figures():
     for name in ["pipeline.png", *(f"pipeline_{c:02d}.png" for c in CHAPTER_STEPS)]:
         width = imread(folder / name).shape[1]
         assert width >= 0.9 * MAX_WIDTH * DPI, f"{name}: {width} px wide, drawn below {DPI} dpi"
+
+
+def test_study_figure_titles_stay_inside_the_png(monkeypatch, tmp_path):
+    """A long model x data set name wraps instead of running past the figure's edge."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from freezelab.study.figures import figure_retrace, figure_training
+
+    saved = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+    run = {"cut": 3, "train_losses": list(np.linspace(1, 0.2, 20)), "deviation_after": list(np.linspace(5, 0, L + 1))}
+    sweep = {"model": "a-model-with-a-rather-long-name-135m", "dataset": "my-own-labelled-data-set.tsv", "seed": 0,
+             "chosen_cut": 3, "cuts": [run], "strategies": {}, "deviation": list(np.linspace(6, 1, L + 1))}
+    figure_training([sweep], tmp_path / "t.png")
+    figure_retrace({"knee_cut": 3}, [sweep], tmp_path / "r.png")
+    assert len(saved) == 2
+    for fig in saved:
+        canvas = FigureCanvasAgg(fig)  # closed figures lose their canvas
+        canvas.draw()
+        title = fig.axes[0].title
+        box = title.get_window_extent(canvas.get_renderer())
+        assert "\n" in title.get_text() and 0 <= box.x0 and box.x1 <= fig.bbox.width

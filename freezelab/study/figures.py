@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from freezelab.study.prose import _per_seed
 
@@ -18,6 +20,12 @@ def _plt():
 
     plt.rcParams.update({"font.size": 11})
     return plt
+
+
+def _title(text: str) -> str:
+    """`text` broken into lines that fit an 8-inch figure at 11 points (a model or data set name of any
+    length stays inside the PNG)."""
+    return textwrap.fill(text, 64)
 
 
 def figure_grid(row: dict, path: Path) -> None:
@@ -36,8 +44,8 @@ def figure_grid(row: dict, path: Path) -> None:
         ax.set_ylabel(unit)
     axes[1].set_xlabel("modelled cost (share of full fine-tuning's step)")
     axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.suptitle(f"{row['model']} on {row['dataset']}: knee at cut {row['knee_cut']}, "
-                 f"plan at {_per_seed(row['chosen_cut'])}")
+    fig.suptitle(_title(f"{row['model']} on {row['dataset']}: knee at cut {row['knee_cut']}, "
+                        f"plan at {_per_seed(row['chosen_cut'])}"))
     fig.savefig(path, dpi=150)
     plt.close(fig)
 
@@ -55,7 +63,7 @@ def figure_training(sweeps: Sequence[dict], path: Path) -> None:
             y = np.convolve(run["train_losses"], np.ones(8) / 8, mode="valid")
             ax.plot(np.arange(len(y)) + 8, y, label=label)
     ax.set(xlabel="optimizer step", ylabel="training loss (nats, mean of 8 steps)",
-           title=f"{s['model']} on {s['dataset']}, seed {s['seed']}: has the loss flattened within one epoch?")
+           title=_title(f"{s['model']} on {s['dataset']}, seed {s['seed']}: has the loss flattened within one epoch?"))
     ax.legend(fontsize=9)
     fig.savefig(path, dpi=150)
     plt.close(fig)
@@ -70,10 +78,11 @@ def figure_marginal(row: dict, sweeps: Sequence[dict], path: Path) -> None:
     values = row["grid_loss"] + [row["loss_before"]]
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(8, 6), layout="constrained", sharex=True)
     a1.bar(np.arange(1, L + 1), g, color="tab:blue")
-    a1.set(ylabel="predicted g_l (nats)", title=f"{row['model']} on {row['dataset']}: per-block gains")
+    a1.set(ylabel="predicted g_l (nats)", title=_title(f"{row['model']} on {row['dataset']}: per-block gains"))
     for a, b, v0, v1 in zip(edges[:-1], edges[1:], values[:-1], values[1:]):
         a2.bar((a + b + 1) / 2, (v1 - v0) / (b - a), width=b - a, color="tab:orange", edgecolor="w")
     a2.set(xlabel="block l", ylabel="realised loss removed per block (nats)")
+    a2.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.savefig(path, dpi=150)
     plt.close(fig)
 
@@ -92,7 +101,8 @@ def figure_retrace(row: dict, sweeps: Sequence[dict], path: Path) -> None:
         if run.get("deviation_after"):
             ax.plot(run["deviation_after"], "-o", ms=3, label=label)
     ax.set(xlabel="latent space l", ylabel="deviation d_l (nats, label-restricted logit lens)",
-           title=f"{s['model']} on {s['dataset']}, seed {s['seed']}: where fine-tuning moved the trace")
+           title=_title(f"{s['model']} on {s['dataset']}, seed {s['seed']}: where fine-tuning moved the trace"))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=9)
     fig.savefig(path, dpi=150)
     plt.close(fig)
@@ -107,7 +117,8 @@ def figure_lr(row: dict, path: Path) -> None:
                 label=f"lr {lr}" + (" (chosen on validation data)" if curve["chosen"] else ""))
     ax.axhline(row["acc_before"], ls=":", color="k", label="before fine-tuning")
     ax.set(xlabel="cut k (blocks 1..k frozen)", ylabel="test accuracy (seed 0)",
-           title=f"{row['model']} on {row['dataset']}: how much of the knee is the optimiser?")
+           title=_title(f"{row['model']} on {row['dataset']}: how much of the knee is the optimiser?"))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=9)
     fig.savefig(path, dpi=150)
     plt.close(fig)

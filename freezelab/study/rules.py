@@ -50,7 +50,7 @@ from freezelab.study.knee import DEPTH, DEV_PAIR, depth_cut, develop
 from freezelab.method.gains import layer_gains
 from freezelab.method.law import BoundWarning, LowFitWarning, fit_scaling_law
 from freezelab.method.plan import plan
-from freezelab.study.results import (METRICS, N_BOOT, TRIVIAL_RULES, Grid, deltas, interval, load_sweeps,
+from freezelab.study.results import (N_BOOT, TRIVIAL_RULES, Grid, deltas, interval, load_sweeps,
                                      metric_boots, side)
 from freezelab.study.sweep import DEFAULT_VARIANT
 from freezelab.study.tracefile import StoredTrace, load_trace

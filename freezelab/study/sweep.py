@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 from scipy.stats import spearmanr
 
@@ -43,6 +44,7 @@ from freezelab.method.plan import SHARE_RULES, Plan
 from freezelab.method.trace import trace_encoded
 from freezelab.study.rates import FAMILIES, Rates, family
 from freezelab.study.tracefile import LENS_VARIANTS, trace_deviations, write_trace
+from freezelab.ui.plots import DPI, plot_sweep
 
 # rule x lens variants whose chosen cuts the grid must contain (name -> (rule, budget); lenses: LENS_VARIANTS)
 RULE_VARIANTS = {"argmax-excess": ("argmax-excess", None), "argmax-raw": ("argmax-raw", None),
@@ -289,7 +291,9 @@ def run_sweep(lm: LoadedModel, task: Task, parts: Split, config: SweepConfig = S
             sweep.regret = regret(sweep.cuts, chosen.cut)
         if out is not None:
             atomic_write(out / "sweep.json", json.dumps(sweep.to_dict()).encode())
-            _plot(sweep, out / "sweep.png")
+            fig = plot_sweep(sweep.to_dict())
+            fig.savefig(out / "sweep.png", dpi=DPI, bbox_inches="tight")
+            plt.close(fig)
 
     def after_deviation(model: LoadedModel, start: int | None) -> list[float]:
         if start is None or calib_index is None:  # trace the calibration set from the token ids
@@ -415,26 +419,3 @@ def describe(sweep: SweepResult) -> str:
               f"chosen cut {sweep.chosen_cut}; best cut {best.cut}; Spearman(predicted benefit, realised) "
               f"{sweep.spearman:.2f}; regret {sweep.regret:.3f} nats"]
     return "\n".join(lines)
-
-
-def _plot(sweep: SweepResult, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    xs = [c.cost_ratio for c in sweep.cuts]
-    ax.plot(xs, [c.loss for c in sweep.cuts], "o-", color="0.4", label="cut k (oracle sweep)")
-    for c in sweep.cuts:
-        ax.annotate(str(c.cut), (c.cost_ratio, c.loss), textcoords="offset points", xytext=(3, 3), fontsize=7)
-    for i, (name, s) in enumerate(sweep.strategies.items()):
-        marker = "*" if name == "semantic-plan" else "s"
-        ax.scatter(s["cost_ratio"], s["loss"], marker=marker, s=140 if marker == "*" else 50,
-                   zorder=3, label=name, color=plt.cm.tab10(i % 10))
-    ax.axhline(sweep.loss_before, ls=":", color="k", label="before fine-tuning")
-    ax.set(xlabel="cost ratio (modelled step cost / full fine-tuning)", ylabel="held-out loss (nats)",
-           title=f"{sweep.model} on {sweep.dataset}: {sweep.steps} steps, seed {sweep.seed}")
-    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(fig)

@@ -6,13 +6,12 @@ Dropout is off (the model stays in eval mode) so a resumed run reproduces an uni
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch.nn import functional as F
@@ -26,9 +25,8 @@ from freezelab.train.cache import LatentCache, build_cache
 from freezelab.train.freeze import check_plan, freeze
 from freezelab.train.lora import ensure_lora
 from freezelab.model.models import LoadedModel
-from freezelab.method.plan import Plan, Schedule
+from freezelab.method.plan import Schedule
 from freezelab.method.trace import run_backbone
-
 
 
 def final_hidden(lm: LoadedModel, batch: Batch, h_start: torch.Tensor | None = None,
