@@ -20,7 +20,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="bbc-news",
-                   help="bbc-news, movie-polarity, hf:sst2, csv:PATH, jsonl:PATH, text:PATH")
+                   help="bbc-news, movie-polarity, hf:sst2, csv:PATH (delimiter sniffed), tsv:PATH, jsonl:PATH, text:PATH")
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
     p.add_argument("--label-map", default=None,
