@@ -22,6 +22,14 @@ def _plt():
     return plt
 
 
+def _save(fig, ax, path: Path) -> None:
+    """Integer ticks on the x axis (steps, latent spaces, cuts), the legend, the PNG; the figure closed."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=9)
+    fig.savefig(path, dpi=150)
+    _plt().close(fig)
+
+
 def _title(text: str) -> str:
     """`text` broken into lines that fit an 8-inch figure at 11 points (a model or data set name of any
     length stays inside the PNG)."""
@@ -64,9 +72,7 @@ def figure_training(sweeps: Sequence[dict], path: Path) -> None:
             ax.plot(np.arange(len(y)) + 8, y, label=label)
     ax.set(xlabel="optimizer step", ylabel="training loss (nats, mean of 8 steps)",
            title=_title(f"{s['model']} on {s['dataset']}, seed {s['seed']}: has the loss flattened within one epoch?"))
-    ax.legend(fontsize=9)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    _save(fig, ax, path)
 
 
 def figure_marginal(row: dict, sweeps: Sequence[dict], path: Path) -> None:
@@ -102,10 +108,7 @@ def figure_retrace(row: dict, sweeps: Sequence[dict], path: Path) -> None:
             ax.plot(run["deviation_after"], "-o", ms=3, label=label)
     ax.set(xlabel="latent space l", ylabel="deviation d_l (nats, label-restricted logit lens)",
            title=_title(f"{s['model']} on {s['dataset']}, seed {s['seed']}: where fine-tuning moved the trace"))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=9)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    _save(fig, ax, path)
 
 
 def figure_lr(row: dict, path: Path) -> None:
@@ -118,8 +121,5 @@ def figure_lr(row: dict, path: Path) -> None:
     ax.axhline(row["acc_before"], ls=":", color="k", label="before fine-tuning")
     ax.set(xlabel="cut k (blocks 1..k frozen)", ylabel="test accuracy (seed 0)",
            title=_title(f"{row['model']} on {row['dataset']}: how much of the knee is the optimiser?"))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=9)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    _save(fig, ax, path)
 
