@@ -8,7 +8,7 @@ import pytest
 
 from freezelab.study.decision import judge, plan_note, recommendation, variant
 from freezelab.study.knee import knee_study
-from freezelab.study.prose import PAPER_CLAIM, headline, top25_outcome
+from freezelab.study.prose import PAPER_CLAIM, headline, rerun_sentence, top25_outcome
 from freezelab.study.results import Grid, side
 from test_sweep_study import _sweep, tiny_folder  # noqa: F401 (a fixture)
 
@@ -143,6 +143,7 @@ def test_the_committed_headline_opens_the_results_page_the_readme_and_the_intro(
     shipped = json.loads((ROOT / "freezelab" / "recommendation.json").read_text())
     assert shipped["headline"] == text and shipped["recommended"] == summary["decision"]["recommended"]
     assert ("so far" in text) == bool(summary["status"]["missing"])
+    assert rerun_sentence(summary["status"]) in (ROOT / "README.md").read_text()  # what the new rates cost
 
 
 @pytest.mark.slow
@@ -169,6 +170,15 @@ def test_collect_is_deterministic_and_writes_the_decision_and_headline(tmp_path)
     assert verdict.startswith("**Status:") and "**Decision: pending**" in verdict
     (lead,) = [r["lead"] for r in first["rules"].values() if "lead" in r]  # the lowest's lead, paired
     assert f"The next, `{lead['over']}`, had" in verdict and "paired, its lead is" in verdict
+    # full fine-tuning of pair "a" gets a new rate: its sweeps wait for their reruns, named in the status
+    (tmp_path / "runs/a/other/lr_full.json").write_text(json.dumps(
+        {"lr": 3e-5, "grid": [1e-5, 3e-5, 1e-4], "val_loss": {"1e-05": 0.5, "3e-05": 0.4, "0.0001": 0.6},
+         "seconds": {"1e-05": 60.0}}))
+    moved = collect(tmp_path, "ci", SCALES["ci"], n_boot=20)
+    assert moved["status"]["stale"] == [["a", "other", 0, ["full"]]]
+    assert moved["status"]["reruns"] == {"rates": 1, "rate_seconds": 60.0, "runs": 0, "run_seconds": 0.0}
+    assert "waiting to be trained again: a x other seed" in (tmp_path / "verdict.md").read_text()
+    assert moved["decision"]["pairs"] == first["decision"]["pairs"] - 1
 
 
 def test_freezelab_plan_prints_the_study_recommendation_under_its_table(tiny_folder, capsys):

@@ -159,6 +159,14 @@ def test_status_states_the_measured_compute_and_what_is_left():
         "every grid cut and baseline; not the learning-rate picks; partly beside other work), 45 min per sweep at "
         "the median; at that median the 1 sweep still to come would take about 0.8 hours more. Each pair below uses its "
         "complete seeds; its numbers can move as the other seeds arrive.")
+    # a sweep trained at a rate that is no longer its pair's pick waits, named, and the move's cost is said
+    moving = {**status, "stale": [["m", "d", 2, ["full"]]],
+              "reruns": {"rates": 3, "rate_seconds": 5400.0, "runs": 2, "run_seconds": 720.0}}
+    assert ("Of these, trained at a rate that is no longer the pick and waiting to be trained again: m x d seed 2 "
+            "(full). Their runs took") in status_sentence(moving)
+    assert ("Giving every family its own learning rate, strictly inside its grid, took 3 added rates measured on "
+            "validation data (1.5 hours) and 2 runs trained again at a changed rate (0.2 hours), in wall time on "
+            "the CPU that ran them. Each pair below") in status_sentence(moving)
     done = {**status, "complete": 3, "missing": []}
     assert status_sentence(done).endswith("are complete.** Their runs took 1.5 hours of wall time on the CPU that "
                                           "made them (the cache, every grid cut and baseline; not the learning-rate "

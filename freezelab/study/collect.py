@@ -13,7 +13,8 @@ from freezelab.study.decision import RECOMMENDATION, judge, recommendation
 from freezelab.study.knee import knee_study
 from freezelab.study.prose import headline
 from freezelab.study.report import write_report
-from freezelab.study.results import N_BOOT, leaderboard, load_sweeps, lr_curves, protocol, summarise_pair, sweep_hours
+from freezelab.study.results import (N_BOOT, leaderboard, load_sweeps, lr_curves, protocol, rerun_cost, summarise_pair,
+                                     sweep_hours)
 from freezelab.study.rules import STUDY, trace_variants
 
 
@@ -37,7 +38,9 @@ def collect(out: Path, scale_name: str, scale, n_boot: int = N_BOOT) -> dict:
     hours = [sweep_hours(s) for sweeps in stored.values() for s in sweeps if s["complete"]]
     status = {"planned": len(planned), "complete": sum(unit in done for unit in planned),
               "missing": [list(unit) for unit in planned if unit not in done],
-              "hours": sum(hours), "median_sweep_hours": float(np.median(hours)) if hours else None}
+              "stale": [[m, d, s["seed"], s["stale"]] for (m, d), sweeps in stored.items() for s in sweeps if s["stale"]],
+              "hours": sum(hours), "median_sweep_hours": float(np.median(hours)) if hours else None,
+              "reruns": rerun_cost(out, stored)}
     study = knee_study(complete, expected, seeds_of, n_boot)
     summary = {"scale": scale_name, "budget": asdict(scale), "protocol": protocol(), "status": status,
                "decision": judge(study), "rows": rows, "rules": leaderboard(rows, replicates), "knee_study": study}

@@ -114,13 +114,28 @@ def compute_sentence(status: dict) -> str:
                    f"{left * median:.1f} hours more." if left else ".")
 
 
+def rerun_sentence(status: dict) -> str:
+    """What the move to new learning rates cost (`results.rerun_cost`), or "" before any."""
+    r = status.get("reruns") or {}
+    if not r.get("rates") and not r.get("runs"):
+        return ""
+    return (f"Giving every family its own learning rate, strictly inside its grid, took {_n(r['rates'], 'added rate')} "
+            f"measured on validation data ({r['rate_seconds'] / 3600:.1f} hours) and {_n(r['runs'], 'run')} trained "
+            f"again at a changed rate ({r['run_seconds'] / 3600:.1f} hours), in wall time on the CPU that ran them.")
+
+
 def status_sentence(status: dict) -> str:
     done, planned = status["complete"], status["planned"]
     text = f"**Status: {done} of {planned} planned sweeps (model x data set x seed) are complete"
+    cost = " ".join(filter(None, [compute_sentence(status).strip(), rerun_sentence(status)]))
+    cost = f" {cost}" if cost else ""
     if done == planned:
-        return text + ".**" + compute_sentence(status)
+        return text + ".**" + cost
     left = "; ".join(f"{m} x {d} seed {seed}" for m, d, seed in status["missing"])
-    return (text + f"; the study is still running.** Still to come: {left}." + compute_sentence(status)
+    waiting = "; ".join(f"{m} x {d} seed {seed} ({', '.join(fams)})" for m, d, seed, fams in status.get("stale", []))
+    return (text + f"; the study is still running.** Still to come: {left}."
+            + (f" Of these, trained at a rate that is no longer the pick and waiting to be trained again: {waiting}."
+               if waiting else "") + cost
             + " Each pair below uses its complete seeds; its numbers can move as the other seeds arrive.")
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from freezelab.io import atomic_write_json
 
 FAMILIES = ("blocks", "lora", "full")  # learning-rate families: block training, LoRA adapters, full fine-tuning
+RATE_KEYS = {"blocks": "lr", "lora": "lora_lr", "full": "full_lr"}  # family -> the key of its rate in sweep.json
 LR_EXTENSIONS = 4  # most factor-of-3 steps a learning-rate grid is extended by before the pick gives up
 
 
@@ -39,6 +40,12 @@ class Rates:
     def of(self, spec: str) -> float:
         """The rate of a run of strategy `spec` (a cut's run: `blocks`)."""
         return getattr(self, family(spec))
+
+
+def stale(sweep: dict, rates: dict[str, float]) -> list[str]:
+    """The families of `rates` ({family: picked rate}) whose rate in `sweep` (sweep.json) differs: their
+    runs wait to be trained again at the picked rate."""
+    return [f for f, lr in rates.items() if not np.isclose(sweep.get(RATE_KEYS[f]) or np.nan, lr, rtol=1e-9, atol=0)]
 
 
 def lr_step(lr: float, up: bool) -> float:

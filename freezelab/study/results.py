@@ -38,6 +38,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from freezelab.train.strategies import top25_cut
+from freezelab.study.rates import stale
 from freezelab.study.sweep import DENSE_ALL_UP_TO, DENSE_STRIDE, LENS_VARIANTS, RULE_VARIANTS
 
 ACC_TOLERANCE = 0.01  # "within 1 accuracy point"
@@ -370,10 +371,16 @@ def lr_curves(out: Path, seed0: dict) -> dict:
 
 def load_sweeps(out: Path) -> dict[tuple[str, str], list[dict]]:
     """Every stored sweep.json under `out/runs/MODEL/DATASET/seedS/` (its `folder` added), grouped by
-    model x data set."""
+    model x data set. A sweep trained at a rate that is no longer its pair's pick lists those families
+    under `stale` and counts as not `complete` until the runner has trained them again."""
     grouped: dict[tuple[str, str], list[dict]] = {}
+    picks: dict[Path, dict[str, float]] = {}
     for p in sorted(out.glob("runs/*/*/seed*/sweep.json")):
         sweep = {**json.loads(p.read_text()), "dataset": p.parts[-3], "folder": str(p.parent)}
+        pair = p.parent.parent
+        chosen = picks.setdefault(pair, {f: pick["chosen"] for f, pick in learning_rates(pair).items()})
+        sweep["stale"] = stale(sweep, chosen)
+        sweep["complete"] = sweep["complete"] and not sweep["stale"]
         if sweep["cuts"]:
             grouped.setdefault((sweep["model"], sweep["dataset"]), []).append(sweep)
     return grouped
@@ -385,6 +392,16 @@ def sweep_hours(sweep: dict) -> float:
     seconds = [c["seconds"] for c in sweep["cuts"]] + [s["seconds"] for s in sweep["strategies"].values()
                                                        if "seconds" in s]  # semantic-plan reuses a grid cut's run
     return (sum(seconds) + sweep.get("cache_seconds", 0.0)) / 3600
+
+
+def rerun_cost(out: Path, stored: dict[tuple[str, str], list[dict]]) -> dict:
+    """What moving to new learning rates cost (wall seconds on the machine that ran it): the rates
+    measured since `lr_FAMILY.json` recorded times (a grid's extension, full fine-tuning's own grid)
+    and the runs trained again at a changed rate (sweep.json `reruns`)."""
+    measured = [t for p in sorted(out.glob("runs/*/*/lr_*.json")) for t in json.loads(p.read_text()).get("seconds", {}).values()]
+    runs = [r["seconds"] for sweeps in stored.values() for s in sweeps for r in s.get("reruns", {}).values()]
+    return {"rates": len(measured), "rate_seconds": float(sum(measured)), "runs": len(runs),
+            "run_seconds": float(sum(runs))}
 
 
 def protocol() -> dict:

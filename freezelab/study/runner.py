@@ -36,7 +36,7 @@ from freezelab.model.models import LoadedModel, load_model
 from freezelab.method.plan import Plan
 from freezelab.method.trace import trace_encoded
 from freezelab.study.collect import collect
-from freezelab.study.rates import FAMILIES, Rates, pick_lr
+from freezelab.study.rates import FAMILIES, Rates, pick_lr, stale
 from freezelab.study.sweep import SweepConfig, prepare, price_cuts, run_sweep
 from freezelab.study.tracefile import load_trace, stored_lenses, trace_deviations, write_trace
 from freezelab.train.finetune import FinetuneConfig, finetune
@@ -164,8 +164,7 @@ def waiting(folder: Path, rates: Rates, families: Sequence[str]) -> bool:
     pending = s.get("pending", {})
     if not s["complete"] and not pending:  # stopped in the middle
         return True
-    stored = {"blocks": s.get("lr"), "lora": s.get("lora_lr"), "full": s.get("full_lr")}
-    return any(stored[f] != getattr(rates, f) or pending.get(f) for f in families)
+    return bool(stale(s, {f: getattr(rates, f) for f in families}) or any(pending.get(f) for f in families))
 
 
 def sweep_config(scale: StudyScale, rates: Rates, seed: int, families: Sequence[str] = FAMILIES) -> SweepConfig:
