@@ -47,7 +47,9 @@ def test_fixed_strategies_give_valid_plans(tiny, spec, rule, trained):
     plan = resolve(spec, tiny)
     assert _partition_ok(plan, 8)
     assert (plan.rule, plan.trained, plan.extras["strategy"]) == (rule, trained, spec)
-    assert 0 < plan.cost_ratio <= 1
+    # a subset of full fine-tuning's work costs at most its price; adapters add work of their own (rank 8
+    # on a 64-wide twin rivals the weight gradients they save, so LoRA may price above full there)
+    assert 0 < plan.cost_ratio and (plan.lora is not None or plan.cost_ratio <= 1)
     if plan.lora is not None:  # adapters must be injected first
         with pytest.raises(FreezelabError, match="ensure_lora"):
             freeze(tiny, plan)
