@@ -193,3 +193,16 @@ def test_freezelab_plan_prints_the_study_recommendation_under_its_table(tiny_fol
     if differs:
         note = next(line for line in out.splitlines() if line.startswith("note:"))
         assert shipped["recommended"] in note and shipped["usage"] in note
+
+
+def test_a_rule_judged_on_fewer_pairs_names_the_pairs_it_missed():
+    from freezelab.study.prose import decision_lines
+
+    summary = json.loads((ROOT / "book" / "results" / "summary.json").read_text())
+    d, held = summary["decision"], summary["knee_study"]["held_out"]
+    rows = {line.split(" | ")[0][2:]: line for line in decision_lines(summary) if line.startswith("| ") and "---" not in line}
+    for name, v in d["rules"].items():
+        (row,) = [r for key, r in rows.items() if key.startswith(name + " ") or key == name]
+        missed = [f"{p['model']} x {p['dataset']}" for p in held if name not in p["rules"]]
+        assert (v["pairs"] < d["pairs"]) == bool(missed)
+        assert all(pair in row for pair in missed) and (f"on {v['pairs']} of them" in row) == bool(missed)

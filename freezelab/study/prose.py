@@ -347,7 +347,9 @@ def decision_lines(summary: dict) -> list[str]:
         a = f"{v['pairs_lower_cost_regret']} ({mark[met['a']]})" if met["a"] is not None else "n/a"
         b = f"{num(100 * v['worst_frontier_raise'], 1)} ({mark[met['b']]})" if met["b"] is not None else "n/a"
         g = f"{num(100 * v['mean_oracle_gap_raise'], 1)} ({mark[met['d']]})" if met["d"] is not None else "n/a"
-        where = "" if v["pairs"] == d["pairs"] else f" (on {v['pairs']} of them)"
+        absent = [f"{p['model']} x {p['dataset']}" for p in study["held_out"] if name not in p["rules"]]
+        where = f" (on {v['pairs']} of them: no cut on {', '.join(absent)}, whose stored traces lack its lens)" \
+            if absent else ""
         lines.append(f"| {name}{where} | {a} | {b} | {mark[met['c']]} | {g} | {v['mean']['cost_regret']:.2f} | "
                      f"{100 * v['mean']['frontier_regret_acc']:.1f} | {mark[v['meets']]} |")
     share = dev["depth_share"]
