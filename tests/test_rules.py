@@ -116,3 +116,16 @@ def test_the_command_prints_the_leaderboard_and_writes_json(tmp_path, capsys):
     assert stored["written"] == ["every_block"] and stored["pairs"]["every_block"]["m x d"]["cuts"] == [0, 0]
     with pytest.raises(FreezelabError, match="no complete oracle sweep"):
         score_rules(path, oracles=[tmp_path / "empty"], n_boot=10)
+
+
+def test_a_pair_whose_runs_wait_for_a_new_learning_rate_is_left_out_and_named(tmp_path):
+    import shutil
+
+    root = _oracle(tmp_path / "study")
+    shutil.copytree(root / "runs" / "m", root / "runs" / "m2")
+    for path in (root / "runs" / "m2").glob("d/seed*/sweep.json"):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "model": "m2"}))
+    (root / "runs/m2/d/lr_full.json").write_text(json.dumps({"lr": 3e-5, "val_loss": {"3e-05": 0.4}}))
+    scores = score_rules(_write(tmp_path / "mine.py", "def every_block(t):\n    return 0\n"), oracles=[root], n_boot=10)
+    assert scores.pairs_scored == ["m x d"] and scores.waiting == ["m2 x d"]
+    assert "Left out: m2 x d (no sweep complete at the picked learning rates" in leaderboard(scores)

@@ -72,10 +72,11 @@ class Scores:
     pairs: dict[str, dict] = field(default_factory=dict)
     snapped: dict[str, int] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)  # the rules of the file, in its order
+    waiting: list[str] = field(default_factory=list)  # stored pairs left out: no sweep complete at the picked rates
 
     def to_dict(self) -> dict:
         return {"pairs_scored": self.pairs_scored, "rules": self.rules, "vs": self.vs, "pairs": self.pairs,
-                "snapped": self.snapped, "written": self.written}
+                "snapped": self.snapped, "written": self.written, "waiting": self.waiting}
 
 
 def stored_trace(folder: Path, sweep: dict) -> StoredTrace:
@@ -168,7 +169,8 @@ def score_rules(source: str | Path | ModuleType, oracles: Sequence[str | Path] =
     written = load_rules(source)
     stored = stored_pairs(oracles)
     share = develop(stored[DEV_PAIR][0])["depth_share"] if DEV_PAIR in stored else None
-    scores = Scores([f"{m} x {d}" for m, d in stored], written=list(written))
+    waiting = sorted({f"{m} x {d}" for root in map(Path, oracles) for m, d in load_sweeps(root)} - {f"{m} x {d}" for m, d in stored})
+    scores = Scores([f"{m} x {d}" for m, d in stored], written=list(written), waiting=waiting)
     boots: dict[str, dict[str, list]] = {}
     for (model, dataset), (sweeps, folders) in stored.items():
         grid = Grid(sweeps)
@@ -214,8 +216,13 @@ def leaderboard(scores: Scores) -> str:
     cost regret first, then each written rule against each reference, paired."""
     lines = [f"Scored on {len(scores.pairs_scored)} model x data set pairs: {', '.join(scores.pairs_scored)}.",
              "Means over pairs [95% paired bootstrap CI]; regrets and gaps in accuracy points, cost regret as a "
-             "share of full fine-tuning's cost, knee distance in blocks (> 0: trains more than the knee).", "",
-             ""]
+             "share of full fine-tuning's cost, knee distance in blocks (> 0: trains more than the knee)."]
+    if scores.waiting:
+        lines.append(f"Left out: {', '.join(scores.waiting)} (no sweep complete at the picked learning rates: "
+                     "runs wait to be trained again)" + ("; without the development pair there is no depth-only "
+                                                         "reference" if " x ".join(DEV_PAIR) in scores.waiting
+                                                         else "") + ".")
+    lines += ["", ""]
     order = sorted(scores.rules, key=lambda n: (scores.rules[n]["cost_regret"]["mean"], n))
     label = {n: n if n in scores.written else f"{n} (reference)" for n in order}
     width = max(map(len, label.values()))
