@@ -423,3 +423,19 @@ def test_a_stale_run_trains_again_and_a_current_one_does_not(tiny_folder, tmp_pa
     assert third.complete and not third.pending and set(third.reruns) == {"cut03", "full"}
     assert json.loads(cut.read_text())["lr"] == 1e-4 and third.reruns["cut03"]["from_lr"] == 3e-4
     assert [n for n, text in again.items() if (runs / n / "result.json").read_text() != text] == ["cut03"]
+
+
+def test_a_retrace_that_did_not_move_has_no_rank_correlation_and_no_warning():
+    import warnings
+
+    from freezelab.study.results import retrace
+
+    still = _sweep(0, [0.8, 0.7, 0.6, 0.5], [0.3, 0.4, 0.5, 0.6], chosen=1, gains=[0.1, 0.3, 0.2, 0.0])
+    moved = _sweep(1, [0.8, 0.7, 0.6, 0.5], [0.3, 0.4, 0.5, 0.6], chosen=1, gains=[0.1, 0.3, 0.2, 0.0])
+    moved["cuts"][0]["deviation_after"] = [1.0, 0.9, 0.5, 0.4, 0.3]  # the largest change at block 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = retrace([still, moved])
+    assert r["cut0"]["per_seed"][0] is None and r["cut0"]["mean"] == r["cut0"]["per_seed"][1]
+    assert r["cut0"]["per_seed"][1] == pytest.approx(np.sqrt(0.1))  # ranks (2, 4, 3, 1) vs (2, 4, 2, 2): ties
+    json.dumps(r, allow_nan=False)

@@ -305,9 +305,11 @@ def retrace(sweeps: Sequence[dict]) -> dict:
             if not run or not run.get("deviation_after"):
                 continue
             before, after = np.array(s["deviation"]), np.array(run["deviation_after"])
-            change = (after[:-1] - after[1:]) - (before[:-1] - before[1:])
-            rhos.append(float(spearmanr(s["gains"]["excess"], change).statistic))
-        out[name] = {"per_seed": rhos, "mean": float(np.mean(rhos)) if rhos else None}
+            change, gains = (after[:-1] - after[1:]) - (before[:-1] - before[1:]), np.asarray(s["gains"]["excess"])
+            defined = np.ptp(change) > 0 and np.ptp(gains) > 0  # a constant side has no ranking: no rho (None)
+            rhos.append(float(spearmanr(gains, change).statistic) if defined else None)
+        kept = [r for r in rhos if r is not None]
+        out[name] = {"per_seed": rhos, "mean": float(np.mean(kept)) if kept else None}
     return out
 
 
