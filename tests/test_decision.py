@@ -206,3 +206,15 @@ def test_a_rule_judged_on_fewer_pairs_names_the_pairs_it_missed():
         missed = [f"{p['model']} x {p['dataset']}" for p in held if name not in p["rules"]]
         assert (v["pairs"] < d["pairs"]) == bool(missed)
         assert all(pair in row for pair in missed) and (f"on {v['pairs']} of them" in row) == bool(missed)
+
+
+def test_full_fine_tuning_is_said_to_have_its_own_rate_only_when_it_had_one():
+    from freezelab.study.prose import pair_sentences
+
+    summary = json.loads((ROOT / "book" / "results" / "summary.json").read_text())
+    (row,) = [r for r in summary["rows"] if r["strategies"].get("full", {}).get("acc_minus_plan", {}).get("hi", 0) < 0][:1]
+    full = row["strategies"]["full"]
+    own = {**row, "lr": {**row["lr"], "full": {"grid": [full["lr"]], "chosen": full["lr"], "val_loss": {}}}}
+    assert "at its own learning rate picked on validation data" in pair_sentences(own)
+    other = {**row, "lr": {**row["lr"], "full": {"grid": [3 * full["lr"]], "chosen": 3 * full["lr"], "val_loss": {}}}}
+    assert f"at the block-training rate {full['lr']:g} (no rate of its own yet)" in pair_sentences(other)

@@ -206,8 +206,10 @@ def pair_sentences(row: dict) -> str:
                  + _interval_says(cr, ": a cheaper cut was as accurate.", ".", "."))
     full = row["strategies"].get("full")
     if full is not None and full["acc_minus_plan"]["hi"] < 0:
+        own = "full" in row.get("lr", {}) and np.isclose(full["lr"], row["lr"]["full"]["chosen"], rtol=1e-9, atol=0)
         parts.append(f"Full fine-tuning was less accurate than the plan's cut ({ci(full['acc_minus_plan'], 100, 1)} "
-                     "points, paired), at its own learning rate picked on validation data.")
+                     "points, paired), " + ("at its own learning rate picked on validation data." if own else
+                                            f"at the block-training rate {full['lr']:g} (no rate of its own yet)."))
     vs = row.get("top25_vs_plan")
     if vs is not None:
         parts.append(f"top25 (cut {_per_seed(vs['cuts'])}) against the plan, paired on the same test examples: "
