@@ -27,10 +27,12 @@ demo: $(STAMP)
 # assignments (the solutions). tests/test_colab.py proves the edition current and its code cells the sources'
 # own, so this runs every source's code once; the instructor chapters differ from the student ones in prose only.
 # The capstone's two editions share one sweep folder: the instructor's reads the runs the student's stored.
+# The package tests run on two workers (pytest-xdist), a test file per worker at a time: most wait on
+# subprocesses (kernels, graders, builds), and one file's module fixtures stay in one process.
 test: $(STAMP)
 	test -e /usr/share/wordnet/data.noun || (apt-get update -qq && apt-get install -y -qq wordnet-base)
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
 	FREEZELAB_SCALE=ci FREEZELAB_CAPSTONE_RUN=$$(mktemp -d) $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
 		--sanitize-with notebooks/sanitize.cfg notebooks/colab/0*.ipynb notebooks/colab/assignments/0*.ipynb \
 		notebooks/colab/instructor/assignments/0*.ipynb
