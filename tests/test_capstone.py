@@ -152,7 +152,7 @@ def test_the_rule_travels_to_the_sandbox_as_a_stored_trace():
 def test_grade_gives_full_marks_to_the_solution(tmp_path):
     status, table, report = grade_cli(SOLUTION, tmp_path)
     assert [c["check"] for c in report["checks"]] == [i.check for i in grade.ASSIGNMENTS["04_capstone"]]
-    assert status == 0 and report["score"] == report["max_score"] == 15, table
+    assert status == 0 and report["score"] == report["max_score"] == 15 and report["cell_errors"] == [], table
     assert "cost regret saved against" in {c["check"]: c for c in report["checks"]}["check_rule_on_oracles"]["feedback"]
 
 
