@@ -23,19 +23,16 @@ demo: $(STAMP)
 	$(VENV)/bin/freezelab plan --model smollm2-135m --data bbc-news --out $(OUT)
 
 # Package tests (incl. the strict book build and the ci-scale study), then every notebook at ci scale, run as
-# its Colab edition (notebooks/colab/): the student chapters, the student assignments and the instructor
-# assignments (the solutions). tests/test_colab.py proves the edition current and its code cells the sources'
-# own, so this runs every source's code once; the instructor chapters differ from the student ones in prose only.
-# The capstone's two editions share one sweep folder: the instructor's reads the runs the student's stored.
-# The package tests run on two workers (pytest-xdist), a test file per worker at a time: most wait on
-# subprocesses (kernels, graders, builds), and one file's module fixtures stay in one process.
+# its Colab edition (notebooks/colab/): the student chapters and the student assignments. tests/test_colab.py
+# proves the edition current and its code cells the sources' own; the solutions run in tests/test_checks.py and
+# tests/test_capstone.py, which grade them (full marks, no cell error), so every source's code runs once.
+# The capstone's sweep goes to a scratch folder (FREEZELAB_CAPSTONE_RUN), not beside the notebook.
 test: $(STAMP)
 	test -e /usr/share/wordnet/data.noun || (apt-get update -qq && apt-get install -y -qq wordnet-base)
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
+	$(PY) -m pytest -q -p no:cacheprovider tests
 	FREEZELAB_SCALE=ci FREEZELAB_CAPSTONE_RUN=$$(mktemp -d) $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
-		--sanitize-with notebooks/sanitize.cfg notebooks/colab/0*.ipynb notebooks/colab/assignments/0*.ipynb \
-		notebooks/colab/instructor/assignments/0*.ipynb
+		--sanitize-with notebooks/sanitize.cfg notebooks/colab/0*.ipynb notebooks/colab/assignments/0*.ipynb
 
 test-fast: $(STAMP)
 	$(VENV)/bin/lint-imports

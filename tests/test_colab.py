@@ -205,12 +205,16 @@ def test_substitutions_come_from_the_book():
 
 
 def test_make_test_runs_the_colab_edition_under_nbval():
-    """nbval executes the student chapters, the student assignments and the solutions as their Colab edition."""
+    """nbval executes the student chapters and the student assignments as their Colab edition; the solutions
+    run where they are graded (full marks and no cell error: test_checks, test_capstone), also at ci scale."""
     makefile = (REPO / "Makefile").read_text(encoding="utf-8")
     recipe = re.search(r"^test:.*?(?=^\S)", makefile, re.S | re.M).group(0).replace("\\\n", " ")
     nbval = next(line for line in recipe.split("\n") if "--nbval-lax" in line)
     assert "FREEZELAB_SCALE=ci" in nbval
-    for pattern in ("notebooks/colab/0*.ipynb", "notebooks/colab/assignments/0*.ipynb",
-                    "notebooks/colab/instructor/assignments/0*.ipynb"):
+    for pattern in ("notebooks/colab/0*.ipynb", "notebooks/colab/assignments/0*.ipynb"):
         assert pattern in nbval.split(), pattern
+    from test_checks import NOTEBOOKS
+
+    graded = {*NOTEBOOKS, "04_capstone"}
+    assert {p.stem for p in (REPO / "notebooks/assignments/solutions").glob("0*.ipynb")} == graded
     assert "make_colab.py" in re.search(r"^colab:.*?(?=^\S)", makefile, re.S | re.M).group(0)
