@@ -320,6 +320,7 @@ def test_builtin_label_words_are_single_tokens(tokenizer, bbc):
     assert [tokenizer.decode([i]) for i in polarity] == [" negative", " positive"]
 
 
+@pytest.mark.slow  # a real tokenizer: seconds to load
 def test_multi_token_label_word_error_suggests_fixes(tokenizer):
     task = Task("t", "classification", [], ["sport", " business"])
     with pytest.raises(FreezelabError) as info:
