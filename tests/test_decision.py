@@ -9,6 +9,7 @@ import pytest
 from freezelab.study.decision import judge, plan_note, recommendation, variant
 from freezelab.study.knee import knee_study
 from freezelab.study.prose import PAPER_CLAIM, headline, rerun_sentence, top25_outcome
+from freezelab.study.report import README_BEGIN, README_END, write_readme
 from freezelab.study.results import Grid, side
 from test_sweep_study import _sweep, tiny_folder  # noqa: F401 (a fixture)
 
@@ -144,12 +145,34 @@ def test_the_committed_headline_opens_the_results_page_the_readme_and_the_intro(
     assert shipped["headline"] == text and shipped["recommended"] == summary["decision"]["recommended"]
     assert ("so far" in text) == bool(summary["status"]["missing"])
     assert rerun_sentence(summary["status"]) in (ROOT / "README.md").read_text()  # what the new rates cost
+    chapter = json.loads((ROOT / "notebooks" / "07_does_it_work.ipynb").read_text())
+    shown = ["".join(o.get("data", {}).get("text/markdown", "")) for c in chapter["cells"] for o in c.get("outputs", [])]
+    assert any(f"**{text}**" in md for md in shown)  # chapter 7's stored output: re-execute it after a collect
+
+
+def test_the_readme_verdict_is_the_one_collect_writes(tmp_path):
+    summary = json.loads((ROOT / "book" / "results" / "summary.json").read_text())
+    readme = tmp_path / "README.md"
+    readme.write_text((ROOT / "README.md").read_text())
+    write_readme(readme, summary)
+    assert readme.read_text() == (ROOT / "README.md").read_text()  # the committed README is current
+    moved = {**summary, "headline": "A new verdict.", "status": {**summary["status"], "reruns": {
+        "rates": 4, "rate_seconds": 7200.0, "runs": 9, "run_seconds": 3600.0}}}
+    write_readme(readme, moved)
+    text = readme.read_text()
+    assert "**A new verdict.**" in text and summary["headline"] not in text and PAPER_CLAIM in text
+    assert "took 4 added rates measured on validation data (2.0 hours) and 9 runs trained again" in text
+    assert text.count(README_BEGIN) == 1 and text.endswith((ROOT / "README.md").read_text().split(README_END)[1])
+    readme.write_text("# a README without the block\n")
+    with pytest.raises(ValueError, match="needs one verdict block"):
+        write_readme(readme, summary)
 
 
 @pytest.mark.slow
 def test_collect_is_deterministic_and_writes_the_decision_and_headline(tmp_path):
+    from freezelab.errors import FreezelabError
     from freezelab.study.collect import collect
-    from freezelab.study.runner import SCALES
+    from freezelab.study.runner import SCALES, main
 
     for (model, dataset), sweeps in [DEV, *[_pair(m, "other", HELD_ACC, HELD_LOSS, knee_cut=3) for m in "abc"]]:
         for s in sweeps:
@@ -158,6 +181,17 @@ def test_collect_is_deterministic_and_writes_the_decision_and_headline(tmp_path)
             for c in s["cuts"]:  # the per-cut means a stored sweep carries beside its per-example results
                 c.update(acc=float(np.mean(c["per_example_correct"])), loss=float(np.mean(c["per_example_loss"])))
             (folder / "sweep.json").write_text(json.dumps(s))
+    # a pair whose rates were not all picked on validation data waits, named, and the decision without it
+    unpicked = collect(tmp_path, "ci", SCALES["ci"], n_boot=20)
+    assert unpicked["status"]["complete"] == 0 and unpicked["decision"]["status"] == "pending"
+    assert ["a", "other", 0, ["blocks", "lora", "full"]] in unpicked["status"]["stale"]
+    with pytest.raises(FreezelabError, match=r"not complete at their pair's current rates, so nothing was summarised: "
+                                             r"smollm2-135m x movie-polarity seed 0; `make results` trains them"):  # the ci scale's plan
+        main(["--collect", "--if-complete", "--scale", "ci", "--out", str(tmp_path)])
+    for model, dataset in [DEV[0], *[(m, "other") for m in "abc"]]:  # the rates the sweeps were trained at
+        for fam, lr in (("blocks", 1e-4), ("lora", 1e-3), ("full", 1e-4)):
+            (tmp_path / "runs" / model / dataset / f"lr_{fam}.json").write_text(json.dumps(
+                {"lr": lr, "grid": [lr / 3, lr, lr * 3], "val_loss": {repr(lr / 3): 0.5, repr(lr): 0.4, repr(lr * 3): 0.6}}))
     first = collect(tmp_path, "ci", SCALES["ci"], n_boot=20)
     text = (tmp_path / "summary.json").read_text()
     again = collect(tmp_path, "ci", SCALES["ci"], n_boot=20)
@@ -177,7 +211,7 @@ def test_collect_is_deterministic_and_writes_the_decision_and_headline(tmp_path)
     moved = collect(tmp_path, "ci", SCALES["ci"], n_boot=20)
     assert moved["status"]["stale"] == [["a", "other", 0, ["full"]]]
     assert moved["status"]["reruns"] == {"rates": 1, "rate_seconds": 60.0, "runs": 0, "run_seconds": 0.0}
-    assert "waiting to be trained again: a x other seed" in (tmp_path / "verdict.md").read_text()
+    assert "or to be trained again at it: a x other seed 0 (full)" in (tmp_path / "verdict.md").read_text()
     assert moved["decision"]["pairs"] == first["decision"]["pairs"] - 1
 
 

@@ -70,7 +70,7 @@ def _sweep(seed, acc_per_cut, loss_per_cut, chosen, gains, full_loss=0.3, before
             "before": {"per_example_loss": losses(before_loss), "per_example_correct": correct(0.2)},
             "variants": {"argmax-excess/logit-labels": chosen, **(variants or {})}, "gains": {"excess": gains},
             "complete": True, "n_train": 8, "n_test": N, "steps": 1, "batch_size": 8, "lr": 1e-4,
-            "lora_lr": 1e-3, "acc_before": 0.2, "loss_before": before_loss, "spearman": 0.1,
+            "lora_lr": 1e-3, "full_lr": 1e-4, "acc_before": 0.2, "loss_before": before_loss, "spearman": 0.1,
             "law": {"E": 0.0, "A": 1.0, "alpha": 1.0, "r2": 0.5, "at_bound": ["E"]},
             "deviation": [1.0] * (L + 1)}
 
@@ -162,8 +162,8 @@ def test_status_states_the_measured_compute_and_what_is_left():
     # a sweep trained at a rate that is no longer its pair's pick waits, named, and the move's cost is said
     moving = {**status, "stale": [["m", "d", 2, ["full"]]],
               "reruns": {"rates": 3, "rate_seconds": 5400.0, "runs": 2, "run_seconds": 720.0}}
-    assert ("Of these, trained at a rate that is no longer the pick and waiting to be trained again: m x d seed 2 "
-            "(full). Their runs took") in status_sentence(moving)
+    assert ("Of these, waiting for a family's own learning rate (picked on validation data) or to be trained again "
+            "at it: m x d seed 2 (full). Their runs took") in status_sentence(moving)
     assert ("Giving every family its own learning rate, strictly inside its grid, took 3 added rates measured on "
             "validation data (1.5 hours) and 2 runs trained again at a changed rate (0.2 hours), in wall time on "
             "the CPU that ran them. Each pair below") in status_sentence(moving)

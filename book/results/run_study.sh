@@ -49,4 +49,14 @@ if [ "$lr_done" -lt 2 ]; then  # both learning rates either side of the chosen o
     step "learning-rate sensitivity of smollm2-135m on bbc-news" --lr-sensitivity --models smollm2-135m \
         --datasets bbc-news
 fi
+# Every planned sweep current: the summary, the book's generated files, the recommendation, the README's
+# verdict, then chapter 7 (it shows the verdict) and the Colab edition made from it.
+generated="$OUT README.md freezelab/recommendation.json"
+if $PY -m freezelab.study --scale full --out "$OUT" --collect --if-complete; then
+    git add $generated && git commit -qm "Study: summary, verdict and README from every sweep at its pair's picked rates" \
+        -- $generated
+    if make notebooks NB=notebooks/07_does_it_work.ipynb && make colab; then
+        git add notebooks && git commit -qm "Chapter 7 re-executed with the study's verdict; Colab edition regenerated" -- notebooks
+    fi
+fi
 echo "== $(date -u +%FT%TZ) done"

@@ -134,7 +134,8 @@ def status_sentence(status: dict) -> str:
     left = "; ".join(f"{m} x {d} seed {seed}" for m, d, seed in status["missing"])
     waiting = "; ".join(f"{m} x {d} seed {seed} ({', '.join(fams)})" for m, d, seed, fams in status.get("stale", []))
     return (text + f"; the study is still running.** Still to come: {left}."
-            + (f" Of these, trained at a rate that is no longer the pick and waiting to be trained again: {waiting}."
+            + (f" Of these, waiting for a family's own learning rate (picked on validation data) or to be trained "
+               f"again at it: {waiting}."
                if waiting else "") + cost
             + " Each pair below uses its complete seeds; its numbers can move as the other seeds arrive.")
 

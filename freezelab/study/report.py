@@ -3,7 +3,7 @@
 Everything the results chapter states with a number is written from the JSON: `headline.md` (the
 verdict in one or two sentences, atop the results page and in the intro), `verdict.md` and
 `protocol.md` (sentences, `prose`), `summary.md` (tables), all included by the book; figures
-(`figures`) are PNGs beside them.
+(`figures`) are PNGs beside them. The README's verdict block (`write_readme`) is written from the same JSON.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from freezelab.study.figures import figure_grid, figure_lr, figure_marginal, figure_retrace, figure_training
 from freezelab.study.prose import (LEVEL, _n, _per_seed, _rho, ci, headline_lines, model_name,
-                                   protocol_lines, status_sentence, verdict_lines)
+                                   protocol_lines, rerun_sentence, status_sentence, verdict_lines)
 from freezelab.study.results import ACC_TOLERANCE
 
 
@@ -144,3 +144,19 @@ def write_report(out: Path, summary: dict, grouped: dict, stored: dict) -> None:
     (out / "headline.md").write_text("\n".join(headline_lines(summary)))
     (out / "verdict.md").write_text("\n".join(verdict_lines(summary)) + "\n")
 
+
+
+README_BEGIN = "<!-- the study's verdict: written by `python -m freezelab.study --collect` from summary.json -->"
+README_END = "<!-- end of the study's verdict -->"
+
+
+def write_readme(readme: Path, summary: dict) -> None:
+    """Rewrite the block between `README_BEGIN` and `README_END` of `readme`: the headline in bold beside
+    the paper's claim (as headline.md) and what the move to new learning rates cost."""
+    text = readme.read_text()
+    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1 or text.index(README_BEGIN) > text.index(README_END):
+        raise ValueError(f"{readme} needs one verdict block: a line {README_BEGIN!r}, then a line {README_END!r}")
+    head, rest = text.split(README_BEGIN)
+    _, tail = rest.split(README_END)
+    block = headline_lines(summary) + ([rerun_sentence(summary["status"]), ""] if rerun_sentence(summary["status"]) else [])
+    readme.write_text(head + "\n".join([README_BEGIN, "", *block, README_END]) + tail)

@@ -35,7 +35,7 @@ from freezelab.model.encode import encode
 from freezelab.model.models import LoadedModel, load_model
 from freezelab.method.plan import Plan
 from freezelab.method.trace import trace_encoded
-from freezelab.study.collect import collect
+from freezelab.study.collect import collect, load_study, missing
 from freezelab.study.rates import FAMILIES, Rates, pick_lr, stale
 from freezelab.study.sweep import SweepConfig, prepare, price_cuts, run_sweep
 from freezelab.study.tracefile import load_trace, stored_lenses, trace_deviations, write_trace
@@ -271,6 +271,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="train only the missing or stale runs of these learning-rate families (the others wait)")
     p.add_argument("--lr-only", action="store_true", help="only pick (or extend) the learning rates of --families")
     p.add_argument("--no-collect", action="store_true", help="store the runs only (`--collect` summarises later)")
+    p.add_argument("--if-complete", action="store_true",
+                   help="summarise only when every planned sweep is complete at its pair's current rates "
+                        "(otherwise name the missing ones and fail)")
     p.add_argument("--retrace", action="store_true",
                    help="only write trace.npz of every stored sweep lacking one or a lens (no training)")
     args = p.parse_args(argv)
@@ -293,5 +296,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 else:
                     run_pair(model, dataset, scale, out, seeds, args.progress, families, args.lr_only)
     if args.collect or not (args.retrace or args.lr_only or args.no_collect):
+        if args.if_complete and (waiting := missing(load_study(out), scale)):
+            raise FreezelabError(f"{len(waiting)} planned sweep(s) are not complete at their pair's current rates, "
+                                 f"so nothing was summarised: {', '.join(f'{m} x {d} seed {s}' for m, d, s in waiting)}"
+                                 "; `make results` trains them")
         collect(out, args.scale, scale)
 
