@@ -45,7 +45,6 @@ def test_every_lens_is_registered_with_its_unit_and_in_the_cli_help(llama):
     from freezelab.cli import build_parser
 
     assert list(LENSES) == ["logit", "cosine", "kl", "virtual"]
-    assert LENSES["virtual"].needs_labels and not LENSES["kl"].needs_labels
     plan_help = next(a for a in build_parser()._subparsers._group_actions[0].choices["plan"]._actions
                      if "--lens" in a.option_strings).help
     for usage, text in describe_lenses():
@@ -103,9 +102,20 @@ def test_the_mean_base_reads_the_whole_prompt(llama):
     assert token[:, 0].max() > 1e-3  # the token base is another line
 
 
-def test_virtual_lens_refuses_an_lm_task_and_a_trace_without_prompts(llama):
-    with pytest.raises(FreezelabError, match="virtual lens needs a classification task"):
-        deviation(a_trace(torch.randn(5, 4, 32), labelled=False), llama, "virtual")
+def test_every_lens_reads_a_text_task_and_the_virtual_lens_ends_at_the_cosine_lens(llama):
+    hidden = torch.randn(5, 4, 32)
+    for labelled in (True, False):  # a classification trace, and a text (language-modelling) one
+        tr = a_trace(hidden, labelled)
+        virtual = deviation(tr, llama, "virtual:distance=cosine").per_example
+        cosine = deviation(tr, llama, "cosine").per_example
+        assert virtual.shape == cosine.shape == (5, 4)
+        # v_L is the target's semantic basis (index=l): at l = L the two lenses are one
+        assert abs(virtual[:, -1] - cosine[:, -1]).max() < 1e-5 and abs(virtual[:, 0] - cosine[:, 0]).max() > 1e-3
+        for name in ("logit", "kl", "virtual"):
+            assert deviation(tr, llama, name).per_example.shape == (5, 4)
+
+
+def test_virtual_lens_refuses_a_trace_without_prompts(llama):
     bare = Trace(torch.randn(5, 4, 32), LABEL_IDS[:1].repeat(5), LABEL_IDS, torch.zeros(5, dtype=torch.long), 0.0)
     with pytest.raises(FreezelabError, match="needs the prompts' token ids"):
         deviation(bare, llama, "virtual")

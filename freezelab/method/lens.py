@@ -9,7 +9,8 @@ named `name:option=value,...` (e.g. `virtual:distance=euclidean`), unnamed optio
 - `kl`: KL(p_L || p_l) (nats), label-free: distance to the model's own final prediction, over the
   whole vocabulary by default (restricting it to the label tokens is an option).
 - `virtual`: distance from N(h_l) to a virtual point moving in a straight line from the input
-  token's embedding row to the label's semantic basis (`freezelab.method.virtual`).
+  token's embedding row to the target's semantic basis (`freezelab.method.virtual`).
+Every lens reads y, the label word or (on a text task) the next token, so every lens applies to both.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ class Lens:
     name: str
     description: str
     units: str  # what d_l is measured in
-    needs_labels: bool  # classification tasks only (an LM task has no label to aim at)
     restrict_by_default: bool  # the softmax over the label rows only, unless told otherwise
     read: LensFunction
     options: dict[str, tuple[str, ...]] = field(default_factory=dict)  # option -> values, first = default
@@ -118,9 +118,6 @@ def deviation(trace: Trace, lm: LoadedModel, lens: str = "logit",
     `lens` is a registered name, optionally with options (`parse_lens`). `restrict_to_labels` None
     means the lens's default: True for `logit`, False for `kl` (label-free)."""
     entry, options = parse_lens(lens)
-    if entry.needs_labels and trace.labels is None:
-        raise FreezelabError(f"the {entry.name} lens needs a classification task (labels); "
-                             "this trace has none: use logit, cosine or kl")
     if restrict_to_labels is None:
         restrict_to_labels = entry.restrict_by_default
     restrict = restrict_to_labels and trace.label_ids is not None
@@ -177,14 +174,15 @@ LENSES: dict[str, Lens] = {
     entry.name: entry
     for entry in (
         Lens("logit", "cross-entropy of softmax(W N(h_l)) at the target (label words only by default)",
-             "nats", False, True, _logit),
+             "nats", True, _logit),
         Lens("cosine", "1 - cos(N(h_l), s_y), s_y the target's semantic basis (a column of pinv(W))",
-             "1 - cosine", False, True, _cosine),
+             "1 - cosine", True, _cosine),
         Lens("kl", "KL(p_L || p_l): distance to the model's own final prediction (label-free)",
-             "nats", False, False, _kl),
+             "nats", False, _kl),
         Lens("virtual", "distance from N(h_l) to the virtual transition: a straight line from the input "
-             "token's embedding row (l = 0) to the label's semantic basis (l = L), as the authors' code builds it",
-             "distance to the virtual point", True, True, _virtual, dict(VIRTUAL_OPTIONS),
+             "token's embedding row (l = 0) to the target's semantic basis (l = L; the label's, or on a text "
+             "task the next token's), as the authors' code builds it",
+             "distance to the virtual point", True, _virtual, dict(VIRTUAL_OPTIONS),
              {"cosine": "1 - cosine", "euclidean": "Euclidean distance"}),
     )
 }

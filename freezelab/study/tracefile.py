@@ -4,7 +4,7 @@ on every stored oracle without loading a model.
 Arrays of `trace.npz`:
 - `deviation/<lens variant>`: (n_calib, L+1) float32, d_0..d_L of every calibration example
   through that lens (`stored_lenses`: the sweep's LENS_VARIANTS, and every option combination of
-  the `virtual` lens where it is registered and applies);
+  the `virtual` lens where it is registered);
 - `cost`: (L,) float64, the cost ratio of cut k = 0..L-1 as the sweep prices it (cached: blocks
   below the cut read from the latent cache; the ratio the rules' budgets are read against);
 - `num_layers`: () int, L;
@@ -44,15 +44,10 @@ def stored_lenses() -> dict[str, tuple[str, bool | None]]:
 
 
 def trace_deviations(trace: Trace, lm: LoadedModel) -> dict[str, np.ndarray]:
-    """d_0..d_L per example, (n, L+1) float32, of every stored lens variant that applies to `trace`
-    (a lens that needs class labels is left out of a language-modelling trace)."""
-    out = {}
-    for name, (spec, restrict) in stored_lenses().items():
-        try:
-            out[name] = deviation(trace, lm, lens=spec, restrict_to_labels=restrict).per_example.astype(np.float32)
-        except FreezelabError:  # e.g. the virtual lens on a task without labels
-            continue
-    return out
+    """d_0..d_L per example, (n, L+1) float32, of every stored lens variant (on a text task too: each
+    lens reads the next token as its target)."""
+    return {name: deviation(trace, lm, lens=spec, restrict_to_labels=restrict).per_example.astype(np.float32)
+            for name, (spec, restrict) in stored_lenses().items()}
 
 
 @dataclass(frozen=True)
