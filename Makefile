@@ -22,24 +22,24 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/freezelab plan --model smollm2-135m --data bbc-news --out $(OUT)
 
-# Package tests (incl. the strict book build and the ci-scale study), then every notebook at ci scale, run as
-# its Colab edition (notebooks/colab/): the student chapters and the student assignments. tests/test_colab.py
-# proves the edition current and its code cells the sources' own; the solutions run in tests/test_checks.py and
-# tests/test_capstone.py, which grade them (full marks, no cell error), so every source's code runs once.
-# The capstone's sweep goes to a scratch folder (FREEZELAB_CAPSTONE_RUN), not beside the notebook.
+# Package tests (incl. the strict book build and the ci-scale study), then the student chapters at ci scale,
+# run as their Colab edition (notebooks/colab/) under nbval. tests/test_colab.py proves the edition current
+# and its code cells the sources' own. The assignments run where they are graded, in a fresh kernel at ci
+# scale (tests/test_checks.py, tests/test_capstone.py): the student copies raise only in their tagged cells,
+# the solutions get full marks with no cell error. So every notebook's code runs once.
 test: $(STAMP)
 	test -e /usr/share/wordnet/data.noun || (apt-get update -qq && apt-get install -y -qq wordnet-base)
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q -p no:cacheprovider tests
-	FREEZELAB_SCALE=ci FREEZELAB_CAPSTONE_RUN=$$(mktemp -d) $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
-		--sanitize-with notebooks/sanitize.cfg notebooks/colab/0*.ipynb notebooks/colab/assignments/0*.ipynb
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
+	FREEZELAB_SCALE=ci $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
+		--sanitize-with notebooks/sanitize.cfg notebooks/colab/0*.ipynb
 
 test-fast: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
 
 # Re-execute the notebooks at full scale: their stored outputs are what the book shows.
-# NB=notebooks/07_sweep.ipynb re-executes one of them.
+# NB=notebooks/07_does_it_work.ipynb re-executes one of them.
 NB ?= notebooks/0*.ipynb
 notebooks: $(STAMP)
 	FREEZELAB_SCALE=full $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \

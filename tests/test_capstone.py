@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_grade import grade_cli
+from test_grade import grade_cli, raising_cells
 
 from freezelab.classroom import grade
 from freezelab.classroom.checks import capstone
@@ -165,3 +165,4 @@ def test_grade_gives_the_blank_copy_a_complete_table(tmp_path):
     assert scores["check_rule"] == scores["check_rule_on_oracles"] == scores["check_report"] == 0
     assert scores["check_preregistration"] == scores["check_comparison"] == 0  # the sweep is given: it runs
     assert report["score"] == scores["check_sweep"]
+    assert {e["cell"] for e in report["cell_errors"]} <= raising_cells(STUDENT)  # only the stubs and checks raised

@@ -40,6 +40,13 @@ def grade_cli(notebook: Path, tmp_path: Path, *extra: str) -> tuple[int, str, di
     return proc.returncode, proc.stdout, json.loads(out.read_text())
 
 
+def raising_cells(notebook: Path) -> set[int]:
+    """The indices (in the notebook's cells) of the code cells tagged `raises-exception`: a student
+    edition's stubs and the checks that call them, the only cells that may raise before it is done."""
+    cells = json.loads(notebook.read_text())["cells"]
+    return {i for i, c in enumerate(cells) if "raises-exception" in c.get("metadata", {}).get("tags", [])}
+
+
 def _submission(tmp_path: Path, replace: dict[str, str], extra_cell: str | None = None) -> Path:
     """Assignment 2's solution with the code cells starting with each key replaced (and a cell added)."""
     nb = json.loads((SOLUTIONS / "02_fit_law.ipynb").read_text())
