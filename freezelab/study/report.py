@@ -145,7 +145,6 @@ def write_report(out: Path, summary: dict, grouped: dict, stored: dict) -> None:
     (out / "verdict.md").write_text("\n".join(verdict_lines(summary)) + "\n")
 
 
-
 README_BEGIN = "<!-- the study's verdict: written by `python -m freezelab.study --collect` from summary.json -->"
 README_END = "<!-- end of the study's verdict -->"
 
@@ -157,6 +156,7 @@ def write_readme(readme: Path, summary: dict) -> None:
     if text.count(README_BEGIN) != 1 or text.count(README_END) != 1 or text.index(README_BEGIN) > text.index(README_END):
         raise ValueError(f"{readme} needs one verdict block: a line {README_BEGIN!r}, then a line {README_END!r}")
     head, rest = text.split(README_BEGIN)
-    _, tail = rest.split(README_END)
-    block = headline_lines(summary) + ([rerun_sentence(summary["status"]), ""] if rerun_sentence(summary["status"]) else [])
+    tail = rest.split(README_END)[1]
+    rerun = rerun_sentence(summary["status"])
+    block = headline_lines(summary) + ([rerun, ""] if rerun else [])
     readme.write_text(head + "\n".join([README_BEGIN, "", *block, README_END]) + tail)
