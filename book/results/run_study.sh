@@ -5,7 +5,8 @@
 # Order: trace.npz of every stored sweep (no training); then one pair at a time, the cheaper model
 # first: the pair's learning rates (block training, LoRA, full fine-tuning), then each of its seeds'
 # missing or stale runs. A pair whose rate changed waits for its reruns as one unit, so at most one
-# pair is between learning rates at any commit; the learning-rate sensitivity last.
+# pair is between learning rates at any commit; then the learning-rate sensitivity; last, once every planned
+# sweep is current, the summary, the README's verdict and chapter 7 (nothing is summarised before).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
