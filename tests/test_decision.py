@@ -253,3 +253,13 @@ def test_full_fine_tuning_is_said_to_have_its_own_rate_only_when_it_had_one():
     assert "at its own learning rate picked on validation data" in pair_sentences(own)
     other = {**row, "lr": {**row["lr"], "full": {"grid": [3 * full["lr"]], "chosen": 3 * full["lr"], "val_loss": {}}}}
     assert f"at the block-training rate {full['lr']:g} (no rate of its own yet)" in pair_sentences(other)
+
+
+def test_the_study_module_reports_a_bad_request_in_one_line_with_status_2(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "freezelab.study", "--collect", "--if-complete", "--scale", "ci",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("python -m freezelab.study: error: 1 planned sweep(s) are not complete")
